@@ -1,0 +1,64 @@
+"""torch.distributed under torchrun: rank, world size, process-group set-up and input sharding.
+
+Outside torchrun (no WORLD_SIZE in the environment) everything degrades to a single process.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+def rank() -> int:
+    """This process's global rank (0 outside torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    """Number of processes (1 outside torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 logs, saves checkpoints and writes shared files."""
+    return rank() == 0
+
+
+def resolve_device(name: str):  # -> torch.device
+    """``"auto"`` -> this rank's CUDA device when available, else CPU; other names as given."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def setup(device_name: str = "auto"):  # -> torch.device
+    """Resolve the device and, under torchrun, join the process group (NCCL on CUDA, gloo on CPU)."""
+    import torch
+    import torch.distributed as dist
+
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world_size() > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in a single process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def shard(items: Sequence[T]) -> list[T]:
+    """This rank's share of ``items`` (every ``world_size``-th item, starting at ``rank``)."""
+    return list(items[rank() :: world_size()])

@@ -1,0 +1,186 @@
+"""The contract of every plugin kind.
+
+A plugin is a class registered under the entry-point group ``vista2d.<kind>``. It carries its settings
+as an attrs class in the class attribute ``Options`` (the core structures and validates the recipe
+table for the component into it) and is constructed as ``Plugin(options)``; heads also get
+``in_channels``. The core checks a plugin against its kind's interface when it is loaded
+(:func:`missing_members`), so a third-party plugin need not subclass these classes, only provide
+their members.
+
+Array conventions: images are ``(C, H, W)`` numpy arrays in their file's dtype; network inputs are
+float tensors ``(B, 3, H, W)`` in [0, 1]; logits are float ``(3, H, W)`` = ``[cellprob logit, dY, dX]``
+with flows scaled x5 (cellpose convention); labels are ``(H, W)`` uint16 (uint32 above 65535 objects),
+0 = background.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+
+@attrs.define
+class NoOptions:
+    """Options of a plugin that takes none."""
+
+
+@attrs.define
+class Image:
+    """What a reader returns: ``data`` (C, H, W) in the file's dtype, and free-form ``metadata``."""
+
+    data: np.ndarray
+    path: Path
+    metadata: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define
+class Prediction:
+    """What writers receive for one image.
+
+    ``labels`` (H, W) uint16/uint32; ``image`` the reader's (C, H, W) array; ``logits`` (3, H, W) float32
+    ``[cellprob logit, dY, dX]`` or None when not kept.
+    """
+
+    labels: np.ndarray
+    image: Image
+    logits: np.ndarray | None = None
+
+
+class Backbone(abc.ABC):
+    """Image encoder (an ``nn.Module``).
+
+    ``forward(images)``: ``images`` float (B, 3, H, W) in [0, 1], any H, W (the backbone resizes as it
+    needs) -> features (B, ``out_channels``, h, w). The core resizes the head's output back to (H, W).
+    """
+
+    Options: ClassVar[type] = NoOptions
+    out_channels: int
+
+    @abc.abstractmethod
+    def forward(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+class Head(abc.ABC):
+    """Decoder (an ``nn.Module``) built as ``Head(options, in_channels)``.
+
+    ``forward(features)`` -> logits (B, 3, h', w') ``[cellprob logit, dY, dX]`` at any resolution; the
+    core resizes them bilinearly to the input size.
+    """
+
+    Options: ClassVar[type] = NoOptions
+
+    @abc.abstractmethod
+    def forward(self, features: torch.Tensor) -> torch.Tensor: ...
+
+
+class Reader(abc.ABC):
+    """Reads one image file. ``suffixes`` lists the lower-case file endings it accepts (".tif", ...).
+
+    ``read(path)`` -> :class:`Image` with ``data`` (C, H, W), C >= 1. Raises ``UserError`` naming the file
+    when the file is missing, broken or of a layout it cannot read.
+    """
+
+    Options: ClassVar[type] = NoOptions
+    suffixes: ClassVar[tuple[str, ...]]
+
+    @abc.abstractmethod
+    def read(self, path: Path) -> Image: ...
+
+
+class Writer(abc.ABC):
+    """Writes one output for one image: ``write(prediction, out_dir, stem)`` -> the paths written.
+
+    Writes are atomic: a temporary file in ``out_dir`` renamed into place, never a half-written file.
+    ``needs_logits`` says whether it reads ``prediction.logits``.
+    """
+
+    Options: ClassVar[type] = NoOptions
+    needs_logits: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def write(self, prediction: Prediction, out_dir: Path, stem: str) -> list[Path]: ...
+
+
+class Loss(abc.ABC):
+    """Training objective.
+
+    ``targets(labels)``: int tensor (B, H, W) of instance labels -> float32 tensor (B, C, H, W) on the same
+    device. ``__call__(logits, targets)``: logits (B, 3, H, W) -> scalar tensor.
+    """
+
+    Options: ClassVar[type] = NoOptions
+
+    @abc.abstractmethod
+    def targets(self, labels: torch.Tensor) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
+
+
+class Postprocessor(abc.ABC):
+    """Turns logits into instance labels.
+
+    ``__call__(logits)``: float tensor or array (3, H, W) = ``[cellprob logit, dY, dX]`` (flows x5) ->
+    (H, W) uint16 labels (uint32 above 65535 objects), 0 = background, objects numbered 1..N.
+    """
+
+    Options: ClassVar[type] = NoOptions
+
+    @abc.abstractmethod
+    def __call__(self, logits: Any) -> np.ndarray: ...
+
+
+class Runtime(abc.ABC):
+    """How a model runs: precision, compilation, engine caching.
+
+    ``prepare(model, example)`` -> a callable ``(B, 3, H, W) float tensor -> logits float32 tensor`` for
+    inference; ``example`` is an input of the shape it will see (for tracing/compiling engines) and
+    ``checkpoint`` the file the weights came from (for caches), or None.
+    ``can_train`` says whether :meth:`autocast` and :meth:`grad_scaler` may be used in a training step.
+    """
+
+    Options: ClassVar[type] = NoOptions
+    can_train: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def prepare(self, model: Any, example: torch.Tensor, checkpoint: Path | None = None) -> Any: ...
+
+    def autocast(self, device: torch.device) -> Any:
+        """Context manager for the forward pass of a training step."""
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def grad_scaler(self, device: torch.device) -> Any:
+        """A ``torch.amp.GradScaler`` when the precision needs one, else None."""
+        return None
+
+
+KINDS: dict[str, type] = {
+    "backbones": Backbone,
+    "heads": Head,
+    "readers": Reader,
+    "writers": Writer,
+    "losses": Loss,
+    "postprocessors": Postprocessor,
+    "runtimes": Runtime,
+}
+
+
+def missing_members(plugin: type, kind: str) -> list[str]:
+    """Names the interface of ``kind`` requires that ``plugin`` lacks (empty when it satisfies it)."""
+    interface = KINDS[kind]
+    missing = [name for name in sorted(interface.__abstractmethods__) if not callable(getattr(plugin, name, None))]
+    options = getattr(plugin, "Options", None)
+    if not (isinstance(options, type) and attrs.has(options)):
+        missing.append("Options (an attrs class)")
+    if kind == "readers" and not getattr(plugin, "suffixes", None):
+        missing.append("suffixes")
+    return missing

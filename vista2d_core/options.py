@@ -1,0 +1,235 @@
+"""Structure plain data (parsed TOML) into attrs classes, reporting every problem with its dotted path.
+
+Supported field types: bool, int, float, str, Path, Literal[...], X | None, list[X], tuple[X, ...],
+tuple[X, Y], dict[str, Any], nested attrs classes, and :class:`Component` (a plugin name plus its
+options, validated against the plugin's own ``Options``). Path fields resolve against ``base_dir``;
+a field with ``metadata={"must_exist": True}`` must name an existing file or folder.
+Validators declared on the fields run too, and their messages are reported with the field's path.
+"""
+
+from __future__ import annotations
+
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import attrs
+
+from .errors import RecipeError, UserError
+
+
+@attrs.define
+class Component:
+    """A plugin chosen in a recipe: its ``name`` and its structured ``options`` (the plugin's Options)."""
+
+    kind: str
+    name: str
+    options: Any = None
+
+    def to_data(self) -> dict[str, Any]:
+        """The recipe table for this component, defaults filled in."""
+        return {"name": self.name, **unstructure(self.options)}
+
+    def create(self, *args: Any) -> Any:
+        """Instantiate the plugin with these options (``args`` go to its constructor after them)."""
+        from . import registry
+
+        return registry.load(self.kind, self.name)(self.options, *args)
+
+
+def component(kind: str, name: str, **options: Any) -> Any:
+    """An attrs field holding a Component of ``kind``; default plugin ``name`` with ``options``."""
+    return attrs.field(
+        factory=lambda: structure(Component, {"name": name, **options}, kind=kind),
+        metadata={"kind": kind},
+    )
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+class _Ctx:
+    def __init__(self, base_dir: Path | None) -> None:
+        self.base_dir = base_dir
+        self.problems: list[str] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}" if path else message)
+
+
+_MISSING = object()
+
+
+def _convert(tp: Any, value: Any, path: str, ctx: _Ctx, meta: dict) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _convert(options[0], value, path, ctx, meta)
+        for option in options:  # first that converts without problems
+            trial = _Ctx(ctx.base_dir)
+            result = _convert(option, value, path, trial, meta)
+            if not trial.problems:
+                return result
+        return _convert(options[-1], value, path, ctx, meta)
+    if origin is Literal:
+        if value not in args:
+            ctx.fail(path, f"expected one of {', '.join(_describe(a) for a in args)}, got {_describe(value)}")
+        return value
+    if tp is Component:
+        return _component(meta["kind"], value, path, ctx)
+    if origin in (list, tuple) or tp in (list, tuple):
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            ctx.fail(path, f"expected a list, got {_describe(value)}")
+            return value
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                ctx.fail(path, f"expected a list of {len(args)} items, got {len(value)}")
+                return tuple(value)
+            return tuple(_convert(a, v, f"{path}[{i}]", ctx, meta) for i, (a, v) in enumerate(zip(args, value)))
+        item = args[0] if args else Any
+        items = [_convert(item, v, f"{path}[{i}]", ctx, meta) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            ctx.fail(path, f"expected a table, got {_describe(value)}")
+        return value
+    if isinstance(tp, type) and attrs.has(tp):
+        return _structure(tp, value, path, ctx)
+    if tp is bool:
+        if not isinstance(value, bool):
+            ctx.fail(path, f"expected true or false, got {_describe(value)}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            ctx.fail(path, f"expected an integer, got {_describe(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            ctx.fail(path, f"expected a number, got {_describe(value)}")
+            return value
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            ctx.fail(path, f"expected a string, got {_describe(value)}")
+        return value
+    if tp is Path:
+        if not isinstance(value, (str, Path)):
+            ctx.fail(path, f"expected a path, got {_describe(value)}")
+            return value
+        p = Path(value).expanduser()
+        if ctx.base_dir is not None and not p.is_absolute():
+            p = ctx.base_dir / p
+        if meta.get("must_exist") and not p.exists():
+            ctx.fail(path, f"no such file: {p}")
+        return p
+    raise TypeError(f"options.structure: unsupported field type {tp!r} at {path}")
+
+
+def _component(kind: str, value: Any, path: str, ctx: _Ctx) -> Any:
+    from . import registry
+
+    if isinstance(value, Component):
+        return value
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        ctx.fail(path, f"expected a plugin name or a table with 'name', got {_describe(value)}")
+        return value
+    value = dict(value)
+    name = value.pop("name", None)
+    if not isinstance(name, str):
+        ctx.fail(path, f"missing 'name' (installed {registry.group(kind)}: {', '.join(registry.available(kind))})")
+        return value
+    try:
+        plugin = registry.load(kind, name)
+    except UserError as exc:
+        ctx.fail(f"{path}.name", str(exc))
+        return value
+    return Component(registry.canonical_kind(kind), name, _structure(plugin.Options, value, path, ctx))
+
+
+def _structure(cls: type, data: Any, path: str, ctx: _Ctx) -> Any:
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        ctx.fail(path, f"expected a table, got {_describe(data)}")
+        return None
+    fields = attrs.fields_dict(cls)
+    hints = typing.get_type_hints(cls)
+    prefix = f"{path}." if path else ""
+    for key in data:
+        if key not in fields:
+            ctx.fail(f"{prefix}{key}", f"unknown option (known: {', '.join(fields) or 'none'})")
+    kwargs, before = {}, len(ctx.problems)
+    for name, field in fields.items():
+        if name not in data:
+            if field.default is attrs.NOTHING:
+                ctx.fail(f"{prefix}{name}", "missing (required)")
+            continue
+        kwargs[name] = _convert(hints[name], data[name], f"{prefix}{name}", ctx, dict(field.metadata))
+    if len(ctx.problems) > before:
+        return None
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        # attrs validators say e.g. "'epochs' must be >= 1: 0": report it at the field's path.
+        text = str(exc.args[0]) if exc.args else str(exc)
+        match = re.match(r"'(\w+)' (.*)", text)
+        if match:
+            ctx.fail(f"{prefix}{match[1]}", match[2])
+        else:
+            ctx.fail(path, text)
+        return None
+
+
+def structure(cls: type, data: Any, path: str = "", base_dir: Path | None = None, kind: str | None = None) -> Any:
+    """Build ``cls`` from ``data``; raise RecipeError listing every problem (dotted paths)."""
+    ctx = _Ctx(base_dir)
+    if cls is Component:
+        result = _component(kind or "", data, path, ctx)
+    else:
+        result = _structure(cls, data, path, ctx)
+    if ctx.problems:
+        raise RecipeError(ctx.problems)
+    return result
+
+
+def unstructure(obj: Any) -> Any:
+    """Plain TOML-ready data from attrs instances, Components, Paths and tuples (None values dropped)."""
+    if isinstance(obj, Component):
+        return obj.to_data()
+    if attrs.has(type(obj)):
+        out = {}
+        for field in attrs.fields(type(obj)):
+            value = unstructure(getattr(obj, field.name))
+            if value is not None:
+                out[field.name] = value
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [unstructure(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: unstructure(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

@@ -1,0 +1,256 @@
+"""Recipes: TOML files structured into attrs classes, strictly validated.
+
+``load_recipe(path, overrides)`` reads a TOML file, applies ``--set key.path=value`` overrides, and
+returns a :class:`Recipe`; every problem (unknown key, wrong type, bad value, missing file, unknown
+plugin) is reported at once with its dotted path. Relative paths resolve against the recipe's folder.
+``dump_recipe`` gives the fully resolved recipe as TOML (defaults filled in).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+from attrs import validators as v
+
+from .errors import RecipeError, UserError
+from .options import Component, component, structure, unstructure
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Mode = Literal["train", "eval", "infer"]
+_positive = v.gt(0)
+_probability = [v.ge(0.0), v.le(1.0)]
+
+
+@attrs.define
+class Datalist:
+    """A datalist JSON in the reference format; item paths are relative to ``basedir``
+    (default: the datalist's folder)."""
+
+    path: Path = attrs.field(metadata={"must_exist": True})
+    basedir: Path | None = None
+
+
+@attrs.define
+class Model:
+    """The network: backbone + head, optionally initialised from a checkpoint (official VISTA2D layout)."""
+
+    checkpoint: Path | None = attrs.field(default=None, metadata={"must_exist": True})
+    backbone: Component = component("backbones", "sam")
+    head: Component = component("heads", "vista2d")
+
+
+@attrs.define
+class Synthetic:
+    """Generate a synthetic fluorescence-like dataset (images, labels, datalist) into ``folder`` when absent."""
+
+    folder: Path = Path("data/synthetic")
+    train_images: int = attrs.field(default=48, validator=_positive)
+    test_images: int = attrs.field(default=8, validator=_positive)
+    size: int = attrs.field(default=256, validator=v.ge(32))
+    seed: int = 0
+
+
+@attrs.define
+class Data:
+    """Where images come from and how they are normalised."""
+
+    datalists: list[Datalist] = attrs.Factory(list)
+    synthetic: Synthetic | None = None
+    fold: int = attrs.field(default=0, validator=v.ge(0))
+    channels: list[int] | None = None
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    weighted_sampling: bool = False
+    quick: bool = False
+
+
+@attrs.define
+class Augment:
+    """Training augmentations (reference order); a probability of 0 switches one off."""
+
+    roi_size: tuple[int, int] = (256, 256)
+    affine_prob: float = attrs.field(default=0.5, validator=_probability)
+    rotate_range: float = math.pi
+    scale_range: tuple[float, float] = (0.5, 1.5)
+    flip_prob: float = attrs.field(default=0.5, validator=_probability)
+    noise_prob: float = attrs.field(default=0.25, validator=_probability)
+    noise_std: float = 0.1
+    gamma_prob: float = attrs.field(default=0.25, validator=_probability)
+    gamma_range: tuple[float, float] = (1.0, 2.0)
+    smooth_prob: float = attrs.field(default=0.25, validator=_probability)
+    smooth_sigma: tuple[float, float] = (1.0, 2.0)
+    histogram_shift_prob: float = attrs.field(default=0.25, validator=_probability)
+    histogram_shift_points: int = 3
+    sharpen_prob: float = attrs.field(default=0.25, validator=_probability)
+
+
+@attrs.define
+class Train:
+    """Training settings (defaults: the reference's)."""
+
+    epochs: int = attrs.field(default=200, validator=_positive)
+    batch_size: int = attrs.field(default=1, validator=_positive)
+    learning_rate: float = attrs.field(default=0.01, validator=_positive)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    warmup_epochs: int = attrs.field(default=3, validator=v.ge(0))
+    grad_accumulation: int = attrs.field(default=1, validator=_positive)
+    channels_last: bool = True
+    validations: int = attrs.field(default=31, validator=v.ge(0))
+    early_stop_epochs: int = attrs.field(default=0, validator=v.ge(0))
+    early_stop_min_ap: float = 0.0
+    resume: bool = False
+    num_workers: int = attrs.field(default=0, validator=v.ge(0))
+    runtime: Component = component("runtimes", "eager")
+    loss: Component = component("losses", "cellpose")
+    augment: Augment = attrs.Factory(Augment)
+
+
+@attrs.define
+class Infer:
+    """Inference: inputs, sliding window, runtime, postprocessing and outputs."""
+
+    inputs: list[str] = attrs.Factory(list)
+    runtime: Component = component("runtimes", "eager")
+    postprocessor: Component = component("postprocessors", "cellpose")
+    writers: list[Component] = attrs.field(
+        factory=lambda: [structure(Component, "tiff", kind="writers")], metadata={"kind": "writers"}
+    )
+    roi_size: tuple[int, int] = (256, 256)
+    overlap: float = attrs.field(default=0.625, validator=[v.ge(0.0), v.lt(1.0)])
+    sw_batch_size: int = attrs.field(default=1, validator=_positive)
+    blend: Literal["gaussian", "constant"] = "gaussian"
+    output_subdir: str = "predictions"
+
+
+@attrs.define
+class Eval:
+    """Evaluation: AP thresholds (cellpose's AP = TP / (TP + FP + FN))."""
+
+    iou_thresholds: list[float] = attrs.Factory(lambda: [0.5, 0.75, 0.9])
+
+
+@attrs.define
+class Mlflow:
+    """MLflow tracking (extra ``mlflow``); off while ``tracking_uri`` is unset."""
+
+    tracking_uri: str | None = None
+    experiment: str = "vista2d"
+    run_name: str | None = None
+    log_system_metrics: bool = False
+
+
+@attrs.define
+class Recipe:
+    """A whole run. ``mode`` is one stage or a list run in order (train -> eval -> infer)."""
+
+    mode: list[Mode] = attrs.field(converter=lambda m: [m] if isinstance(m, str) else m)
+    output_dir: Path = Path("runs/default")
+    seed: int = 0
+    device: str = "auto"
+    model: Model = attrs.Factory(Model)
+    data: Data = attrs.Factory(Data)
+    train: Train = attrs.Factory(Train)
+    infer: Infer = attrs.Factory(Infer)
+    eval: Eval = attrs.Factory(Eval)
+    mlflow: Mlflow = attrs.Factory(Mlflow)
+    source: Path | None = attrs.field(default=None, metadata={"internal": True})
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.epochs=3"`` -> (["train", "epochs"], 3): the value is parsed as TOML, else kept a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {text!r}: expected key.path=value, e.g. --set train.epochs=3")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return [part.strip() for part in key.split(".")], value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each ``key.path=value`` in the nested dict ``data`` (in place; returned for chaining)."""
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for i, key in enumerate(keys[:-1]):
+            child = node.setdefault(key, {})
+            if isinstance(child, str):  # a component given by name: turn it into a table
+                child = node[key] = {"name": child}
+            if not isinstance(child, dict):
+                raise UserError(f"--set {text!r}: {'.'.join(keys[: i + 1])} is not a table")
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def _structure_recipe(data: dict[str, Any], base_dir: Path, source: str) -> Recipe:
+    data = dict(data)
+    data.pop("source", None)
+    if "mode" in data and isinstance(data["mode"], str):
+        data["mode"] = [data["mode"]]
+    try:
+        recipe = structure(Recipe, data, base_dir=base_dir)
+    except RecipeError as exc:
+        raise RecipeError(exc.problems, source) from None
+    recipe.source = base_dir / source if source != "recipe" else None
+    if not recipe.mode:
+        raise RecipeError(["mode: expected at least one of train, eval, infer"], source)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate the TOML recipe at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such recipe file") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the recipe ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}") from None
+    apply_overrides(data, overrides or [])
+    recipe = _structure_recipe(data, path.resolve().parent, str(path))
+    recipe.source = path.resolve()
+    return recipe
+
+
+def recipe_from_dict(data: dict[str, Any], base_dir: str | Path = ".") -> Recipe:
+    """Validate a recipe given as a dict (Python API); relative paths resolve against ``base_dir``."""
+    return _structure_recipe(data, Path(base_dir).resolve(), "recipe")
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The resolved recipe as plain data (defaults filled in, paths absolute)."""
+    data = unstructure(recipe)
+    data.pop("source", None)
+    return data
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The resolved recipe as TOML text."""
+    import tomli_w
+
+    return tomli_w.dumps(recipe_to_dict(recipe))
+
+
+def write_resolved(recipe: Recipe, out_dir: Path) -> Path:
+    """Write ``resolved_recipe.toml`` into ``out_dir`` (atomically) and return its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "resolved_recipe.toml"
+    tmp = target.with_suffix(".toml.tmp")
+    tmp.write_text(dump_recipe(recipe), encoding="utf-8")
+    tmp.replace(target)
+    return target

@@ -41,9 +41,10 @@ class Component:
 
 def component(kind: str, name: str, **options: Any) -> Any:
     """An attrs field holding a Component of ``kind``; default plugin ``name`` with ``options``."""
+    default = {"name": name, **options}
     return attrs.field(
-        factory=lambda: structure(Component, {"name": name, **options}, kind=kind),
-        metadata={"kind": kind},
+        factory=lambda: structure(Component, default, kind=kind),
+        metadata={"kind": kind, "default_data": default},
     )
 
 
@@ -184,7 +185,13 @@ def _structure(cls: type, data: Any, path: str, ctx: _Ctx) -> Any:
     kwargs, before = {}, len(ctx.problems)
     for name, field in fields.items():
         if name not in data:
-            if field.default is attrs.NOTHING:
+            # Defaults that hold plugins are structured here too, so their problems carry a path.
+            tp = hints[name]
+            if "default_data" in field.metadata:
+                kwargs[name] = _convert(tp, field.metadata["default_data"], f"{prefix}{name}", ctx, dict(field.metadata))
+            elif isinstance(tp, type) and attrs.has(tp) and isinstance(field.default, attrs.Factory):
+                kwargs[name] = _structure(tp, {}, f"{prefix}{name}", ctx)
+            elif field.default is attrs.NOTHING:
                 ctx.fail(f"{prefix}{name}", "missing (required)")
             continue
         kwargs[name] = _convert(hints[name], data[name], f"{prefix}{name}", ctx, dict(field.metadata))

@@ -122,7 +122,8 @@ class Infer:
     runtime: Component = component("runtimes", "eager")
     postprocessor: Component = component("postprocessors", "cellpose")
     writers: list[Component] = attrs.field(
-        factory=lambda: [structure(Component, "tiff", kind="writers")], metadata={"kind": "writers"}
+        factory=lambda: [structure(Component, "tiff", kind="writers")],
+        metadata={"kind": "writers", "default_data": ["tiff"]},
     )
     roi_size: tuple[int, int] = (256, 256)
     overlap: float = attrs.field(default=0.625, validator=[v.ge(0.0), v.lt(1.0)])

@@ -10,10 +10,14 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 
 from .errors import UserError
+
+try:  # typer >= 0.29 vendors click: its usage errors derive from TyperException
+    from typer.exceptions import TyperException as _UsageError
+except ImportError:  # older typer raises click's own
+    from click import ClickException as _UsageError
 
 app = typer.Typer(
     name="vista2d",
@@ -81,14 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if debug:  # accepted anywhere: the root callback parses it before the command
+        argv = ["--debug", *(a for a in argv if a != "--debug")]
     try:
         app(args=argv, prog_name="vista2d", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
-    except click.ClickException as exc:
+    except _UsageError as exc:
         exc.show()
         return exc.exit_code
     except UserError as exc:

@@ -174,10 +174,22 @@ KINDS: dict[str, type] = {
 }
 
 
+def _defines(plugin: type, name: str) -> bool:
+    """Whether ``plugin`` or a base other than ``object`` defines a concrete method ``name``.
+
+    (``getattr`` would find ``type.__call__`` on every class, and abstract methods are not implementations.)
+    """
+    for cls in getattr(plugin, "__mro__", ())[:-1]:
+        if name in vars(cls):
+            member = vars(cls)[name]
+            return callable(member) and not getattr(member, "__isabstractmethod__", False)
+    return False
+
+
 def missing_members(plugin: type, kind: str) -> list[str]:
     """Names the interface of ``kind`` requires that ``plugin`` lacks (empty when it satisfies it)."""
     interface = KINDS[kind]
-    missing = [name for name in sorted(interface.__abstractmethods__) if not callable(getattr(plugin, name, None))]
+    missing = [name for name in sorted(interface.__abstractmethods__) if not _defines(plugin, name)]
     options = getattr(plugin, "Options", None)
     if not (isinstance(options, type) and attrs.has(options)):
         missing.append("Options (an attrs class)")

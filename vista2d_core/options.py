@@ -193,8 +193,14 @@ def _structure(cls: type, data: Any, path: str, ctx: _Ctx) -> Any:
                 kwargs[name] = _structure(tp, {}, f"{prefix}{name}", ctx)
             elif field.default is attrs.NOTHING:
                 ctx.fail(f"{prefix}{name}", "missing (required)")
+            elif field.default is not None and not isinstance(field.default, attrs.Factory):
+                # plain defaults too, so a default relative path resolves against the recipe's folder
+                kwargs[name] = _convert(tp, field.default, f"{prefix}{name}", ctx, dict(field.metadata))
             continue
-        kwargs[name] = _convert(hints[name], data[name], f"{prefix}{name}", ctx, dict(field.metadata))
+        value, default = data[name], field.metadata.get("default_data")
+        if isinstance(default, dict) and isinstance(value, dict) and "name" not in value:
+            value = {**default, **value}  # options for the default plugin (e.g. --set infer.postprocessor.niter=5)
+        kwargs[name] = _convert(hints[name], value, f"{prefix}{name}", ctx, dict(field.metadata))
     if len(ctx.problems) > before:
         return None
     try:

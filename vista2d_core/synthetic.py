@@ -1,0 +1,379 @@
+"""Deterministic synthetic cell microscopy images with exact instance labels.
+
+Every image has one of five looks: ``fluorescence`` (bright cells on dark), ``phase_dark`` (dark cells
+with a bright halo on a bright background), ``phase_bright`` (bright cells with a dark halo on grey),
+``he`` (RGB: purple haematoxylin nuclei on pink eosin) and ``tissue`` (RGB: tiled cells with green
+membranes and blue nuclei). Cells are round, rod-like (bent) or spindle-shaped, with smooth random
+radial perturbation; images are sparse or crowded; touching cells split along a weighted-Voronoi line
+that shows only as slight dimming. Images are blurred, carry Poisson and Gaussian noise, uneven
+illumination, and come in uint8, uint16 (small and large ranges) and float32, as TIFF or PNG.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import tifffile
+from PIL import Image
+from scipy import ndimage
+
+VERSION = 1  # bump whenever the images change, so that existing datasets regenerate
+MIN_SIZE = 20  # pixels; smaller objects are removed (cellpose drops objects under 15)
+STYLES = ("fluorescence", "phase_dark", "phase_bright", "he", "tissue")
+_SHAPES = {
+    "fluorescence": ("round", "round", "spindle", "rod"),
+    "phase_dark": ("rod", "rod", "round"),
+    "phase_bright": ("spindle", "spindle", "round"),
+    "he": ("round",),
+    "tissue": ("round",),
+}
+_HAEMATOXYLIN = np.array([0.65, 0.70, 0.29])  # optical density per unit stain (Ruifrok & Johnston)
+_EOSIN = np.array([0.07, 0.99, 0.11])
+
+
+class _Cell(NamedTuple):
+    """One cell outline: centre, semi-axes, angle, superellipse exponent, bend and radial harmonics."""
+
+    cy: float
+    cx: float
+    a: float
+    b: float
+    angle: float
+    p: float
+    bend: float
+    amps: np.ndarray  # amplitudes of harmonics 2..5 of the radius
+    phases: np.ndarray
+
+
+def generate(
+    folder: Path, train_images: int = 48, test_images: int = 8, size: int = 256, seed: int = 0
+) -> Path:
+    """Write images + labels + datalist.json into folder (if datalist.json with the same settings already
+    exists, reuse it: return at once); return the datalist path.
+
+    Files are written under temporary names and renamed; datalist.json comes last and carries the
+    settings under ``"synthetic"``, so an interrupted run never looks complete.
+    """
+    folder = Path(folder)
+    datalist = folder / "datalist.json"
+    settings = {
+        "version": VERSION,
+        "train_images": train_images,
+        "test_images": test_images,
+        "size": size,
+        "seed": seed,
+    }
+    if _is_complete(datalist, settings):
+        return datalist
+    datalist.unlink(missing_ok=True)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "labels").mkdir(parents=True, exist_ok=True)
+    train_seeds, test_seeds = np.random.SeedSequence(seed).spawn(2)
+    # looks cycle so that every fold (index % 5) gets every look: (i + i // 5) % 5 shifts by one per round
+    training = [
+        {**_write_pair(folder, f"train_{i:03d}", s, size, STYLES[(i + i // 5) % 5]), "fold": i % 5}
+        for i, s in enumerate(train_seeds.spawn(train_images))
+    ]
+    testing = [
+        _write_pair(folder, f"test_{i:03d}", s, size, STYLES[i % len(STYLES)])
+        for i, s in enumerate(test_seeds.spawn(test_images))
+    ]
+    text = json.dumps({"training": training, "testing": testing, "synthetic": settings}, indent=1)
+    _atomic_write(datalist, text.encode())
+    return datalist
+
+
+def make_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic (image, labels) pair: image (C,H,W) or (H,W) in some dtype; labels (H,W) uint16,
+    0 = background, 1..N, every object at least MIN_SIZE pixels."""
+    return _make_pair(rng, size, STYLES[rng.integers(len(STYLES))])
+
+
+def _make_pair(rng: np.random.Generator, size: int, style: str) -> tuple[np.ndarray, np.ndarray]:
+    """make_image with a given look (one of STYLES)."""
+    dense = style == "tissue" or rng.random() < 0.6
+    labels, dist = _rasterise(_place_cells(rng, size, style, dense), size)
+    image = _RENDER[style](rng, labels, dist)
+    return image, labels.astype(np.uint16)
+
+
+def _is_complete(datalist: Path, settings: dict) -> bool:
+    """Whether datalist exists, was made with these settings and all its files exist."""
+    try:
+        data = json.loads(datalist.read_text())
+    except (OSError, ValueError):
+        return False
+    items = data.get("training", []) + data.get("testing", [])
+    return data.get("synthetic") == settings and all(
+        (datalist.parent / item[key]).is_file() for item in items for key in ("image", "label")
+    )
+
+
+def _write_pair(
+    folder: Path, name: str, seed: np.random.SeedSequence, size: int, style: str
+) -> dict[str, str]:
+    """Generate one pair from seed, write it atomically; return its datalist item (relative paths)."""
+    rng = np.random.default_rng(seed)
+    image, labels = _make_pair(rng, size, style)
+    hwc = np.moveaxis(image, 0, -1) if image.ndim == 3 else image
+    buf = io.BytesIO()
+    if image.dtype == np.uint8 and rng.random() < 0.5:
+        image_path = f"images/{name}.png"
+        Image.fromarray(hwc).save(buf, format="PNG")
+    else:
+        image_path = f"images/{name}.tif"
+        tifffile.imwrite(buf, hwc, photometric="rgb" if image.ndim == 3 else "minisblack", compression="zlib")
+    _atomic_write(folder / image_path, buf.getvalue())
+    label_path = f"labels/{name}_masks.tif"
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, labels, compression="zlib")
+    _atomic_write(folder / label_path, buf.getvalue())
+    return {"image": image_path, "label": label_path}
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write data to path via a temporary file in the same folder and a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+# --- geometry -------------------------------------------------------------------------------------
+
+
+def _draw_cell(rng: np.random.Generator, size: int, shape: str, scale: float) -> _Cell:
+    """Random outline of the given shape family; scale is the image's typical cell radius in pixels."""
+    r = scale * rng.lognormal(0.0, 0.2)
+    if shape == "rod":
+        b = float(np.clip(r, 2.5, 4.5))
+        a, p, bend, wobble = b * rng.uniform(2.0, 5.0), rng.uniform(2.0, 3.5), rng.uniform(-0.04, 0.04), 0.03
+    elif shape == "spindle":
+        aspect = rng.uniform(2.0, 5.0)
+        a, b = r * np.sqrt(aspect), max(r / np.sqrt(aspect), 2.5)
+        p, bend, wobble = rng.uniform(1.1, 1.6), rng.uniform(-0.02, 0.02), 0.1
+    else:
+        aspect = rng.uniform(1.0, 2.0)
+        a, b = r * np.sqrt(aspect), r / np.sqrt(aspect)
+        p, bend, wobble = 2.0, 0.0, 0.18
+    amps = rng.dirichlet(np.ones(4)) * rng.uniform(0.0, wobble)
+    margin = 0.5 * a
+    cy, cx = rng.uniform(-margin, size + margin, 2)
+    return _Cell(cy, cx, a, b, rng.uniform(0, np.pi), p, bend, amps, rng.uniform(0, 2 * np.pi, 4))
+
+
+def _place_cells(rng: np.random.Generator, size: int, style: str, dense: bool) -> list[_Cell]:
+    """Cells covering a random fraction of the image; dense images let neighbours overlap (and so touch)."""
+    shape = _SHAPES[style][rng.integers(len(_SHAPES[style]))]
+    if style == "tissue":
+        scale, coverage, spacing = rng.uniform(9.0, 16.0), rng.uniform(0.6, 0.9), 0.6
+    else:
+        scale = np.exp(rng.uniform(np.log(4.5), np.log(16.0)))
+        coverage, spacing = (
+            (rng.uniform(0.3, 0.6), rng.uniform(0.55, 0.85)) if dense else (rng.uniform(0.04, 0.15), 1.2)
+        )
+    cells: list[_Cell] = []
+    centres, radii = np.empty((0, 2)), np.empty(0)
+    area, target = 0.0, coverage * size * size
+    for _ in range(int(40 * target / (np.pi * scale * scale)) + 20):
+        if area >= target:
+            break
+        cell = _draw_cell(rng, size, shape, scale)
+        radius = np.sqrt(cell.a * cell.b)
+        gap = np.hypot(centres[:, 0] - cell.cy, centres[:, 1] - cell.cx) - spacing * (radii + radius)
+        if np.all(gap > 0):
+            cells.append(cell)
+            centres, radii = np.vstack([centres, [cell.cy, cell.cx]]), np.append(radii, radius)
+            area += np.pi * cell.a * cell.b
+    return cells
+
+
+def _rasterise(cells: list[_Cell], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels 1..N (consecutive, one connected piece each, >= MIN_SIZE px) and each pixel's normalised
+    distance to its cell's centre (0 at the centre, 1 at the outline, inf on background).
+
+    A pixel covered by several cells goes to the one whose outline it lies deepest inside."""
+    labels = np.zeros((size, size), np.int32)
+    dist = np.full((size, size), np.inf)
+    for i, c in enumerate(cells, 1):
+        reach = max(c.a, c.b + abs(c.bend) * c.a * c.a) * (1 + c.amps.sum()) + 2
+        y0, y1 = max(int(c.cy - reach), 0), min(int(c.cy + reach) + 1, size)
+        x0, x1 = max(int(c.cx - reach), 0), min(int(c.cx + reach) + 1, size)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        dy, dx = np.arange(y0, y1)[:, None] - c.cy, np.arange(x0, x1)[None, :] - c.cx
+        u = dx * np.cos(c.angle) + dy * np.sin(c.angle)
+        v = -dx * np.sin(c.angle) + dy * np.cos(c.angle) - c.bend * u * u
+        theta = np.arctan2(v / c.b, u / c.a)
+        radius = 1 + sum(amp * np.cos(k * theta + ph) for k, amp, ph in zip(range(2, 6), c.amps, c.phases))
+        d = ((np.abs(u) / c.a) ** c.p + (np.abs(v) / c.b) ** c.p) ** (1 / c.p) / radius
+        win = (d < 1) & (d < dist[y0:y1, x0:x1])
+        labels[y0:y1, x0:x1][win] = i
+        dist[y0:y1, x0:x1][win] = d[win]
+    for i, box in enumerate(ndimage.find_objects(labels), 1):
+        if box is None:
+            continue
+        parts, n = ndimage.label(labels[box] == i)
+        if n > 1:
+            stray = (parts > 0) & (parts != np.argmax(np.bincount(parts.ravel())[1:]) + 1)
+            labels[box][stray] = 0
+    keep = np.bincount(labels.ravel(), minlength=len(cells) + 1) >= MIN_SIZE
+    keep[0] = False
+    lut = np.zeros(len(cells) + 1, np.int32)
+    lut[keep] = np.arange(1, keep.sum() + 1)
+    labels = lut[labels]
+    dist[labels == 0] = np.inf
+    return labels, dist
+
+
+# --- appearance -----------------------------------------------------------------------------------
+
+
+def _smooth(rng: np.random.Generator, shape: tuple[int, ...], sigma: float | tuple[float, ...]) -> np.ndarray:
+    """Gaussian-smoothed white noise with zero mean and unit standard deviation."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
+    return (field - field.mean()) / (field.std() + 1e-12)
+
+
+def _illumination(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Uneven illumination around 1: a linear gradient plus a low-frequency field."""
+    ramp = np.linspace(-0.5, 0.5, size)
+    gy, gx = rng.uniform(-0.3, 0.3, 2)
+    field = (
+        1
+        + gy * ramp[:, None]
+        + gx * ramp[None, :]
+        + rng.uniform(0.0, 0.15) * _smooth(rng, (size, size), size / 6)
+    )
+    return np.clip(field, 0.3, None)
+
+
+def _edges(labels: np.ndarray, between_cells: bool) -> np.ndarray:
+    """Pixels with a 4-neighbour of another label (only neighbours that are both cells if between_cells)."""
+    edges = np.zeros(labels.shape, bool)
+    for a, b, ea, eb in (
+        (labels[1:], labels[:-1], edges[1:], edges[:-1]),
+        (labels[:, 1:], labels[:, :-1], edges[:, 1:], edges[:, :-1]),
+    ):
+        diff = (a != b) & (a > 0) & (b > 0) if between_cells else a != b
+        ea |= diff
+        eb |= diff
+    return edges
+
+
+def _cell_signal(rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Per-pixel stain amount of the cells: per-cell brightness (dim and bright cells), a radial profile
+    (bright centre or bright rim), internal texture, slight dimming where cells touch; 0 outside."""
+    n = int(labels.max())
+    bright = np.concatenate([[0.0], rng.uniform(0.4, 1.0, n)])
+    shade = np.concatenate([[0.0], rng.uniform(-0.3, 0.5, n)])
+    d = np.where(labels > 0, dist, 0.0)
+    texture = 1 + rng.uniform(0.05, 0.3) * _smooth(rng, labels.shape, rng.uniform(0.7, 2.0))
+    signal = bright[labels] * (1 - shade[labels] * d * d) * np.clip(texture, 0.2, None)
+    return signal * (1 - rng.uniform(0.1, 0.4) * _edges(labels, between_cells=True))
+
+
+def _debris(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A few faint specks far below MIN_SIZE, unlabelled."""
+    specks = np.zeros((size, size))
+    y, x = rng.integers(0, size, (2, rng.integers(0, 8)))
+    specks[y, x] = rng.uniform(0.5, 2.0, len(y))
+    return ndimage.gaussian_filter(specks, 0.8) * 3
+
+
+def _noisy(rng: np.random.Generator, image: np.ndarray, min_photons: float = 80) -> np.ndarray:
+    """Gaussian PSF blur, then Poisson (shot, at least min_photons at intensity 1) and Gaussian (read)
+    noise; image in [0, ~1]."""
+    sigma = (0,) * (image.ndim - 2) + (rng.uniform(0.5, 2.0),) * 2
+    image = np.clip(ndimage.gaussian_filter(image, sigma), 0, None)
+    photons = np.exp(rng.uniform(np.log(min_photons), np.log(3000)))
+    return rng.poisson(image * photons) / photons + rng.normal(0, rng.uniform(0.002, 0.02), image.shape)
+
+
+def _grey_dtype(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Store a grey float image as uint8, uint16 (12-bit or offset full range) or float32."""
+    image = image / np.percentile(image, 99.9)
+    kind = rng.integers(4)
+    if kind == 0:
+        return np.clip(np.rint(image * rng.uniform(150, 250)), 0, 255).astype(np.uint8)
+    if kind == 1:
+        return np.clip(np.rint(rng.uniform(0, 200) + image * rng.uniform(300, 3800)), 0, 4095).astype(
+            np.uint16
+        )
+    if kind == 2:
+        offset = rng.uniform(0, 30000)
+        return np.clip(np.rint(offset + image * rng.uniform(0.3, 0.95) * (65535 - offset)), 0, 65535).astype(
+            np.uint16
+        )
+    return (image * np.exp(rng.uniform(np.log(0.5), np.log(1000)))).astype(np.float32)
+
+
+def _rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """(C,H,W) float in [0, 1] -> uint8."""
+    return np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+
+
+def _fluorescence(rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Bright cells on a dark, unevenly lit background."""
+    size = labels.shape[0]
+    signal = _cell_signal(rng, labels, dist) + 0.3 * _debris(rng, size)
+    image = (rng.uniform(0.0, 0.15) + signal) * _illumination(rng, size)
+    return _grey_dtype(rng, _noisy(rng, image))
+
+
+def _halo(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
+    """Phase-contrast halo: a ring just outside each cell."""
+    cells = (labels > 0).astype(float)
+    return np.clip(ndimage.gaussian_filter(cells, rng.uniform(1.5, 3.0)) - cells, 0, None)
+
+
+def _phase_dark(rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Dark cells with a bright halo on a bright background."""
+    size = labels.shape[0]
+    signal = _cell_signal(rng, labels, dist) + 0.3 * _debris(rng, size)
+    image = 0.7 - rng.uniform(0.45, 0.7) * signal + rng.uniform(0.2, 0.6) * _halo(rng, labels)
+    return _grey_dtype(rng, _noisy(rng, image * _illumination(rng, size)))
+
+
+def _phase_bright(rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """Bright cells with a dark halo on a grey background."""
+    size = labels.shape[0]
+    signal = _cell_signal(rng, labels, dist)
+    image = 0.35 + rng.uniform(0.4, 0.7) * signal - rng.uniform(0.1, 0.25) * _halo(rng, labels)
+    return _grey_dtype(rng, _noisy(rng, image * _illumination(rng, size)))
+
+
+def _he(rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """RGB H&E: haematoxylin nuclei on eosin-stained, fibrous tissue with some empty (white) areas."""
+    size = labels.shape[0]
+    fibres = _smooth(rng, (size, size), (1.0, 4.0) if rng.random() < 0.5 else (4.0, 1.0))
+    tissue = 1 / (1 + np.exp(-4 * (_smooth(rng, (size, size), size / 8) + rng.uniform(0.5, 2.0))))
+    cells = labels > 0
+    eosin = rng.uniform(0.08, 0.3) * np.clip(1 + 0.25 * fibres, 0, None) * tissue * (1 - 0.5 * cells)
+    haem = rng.uniform(0.1, 0.3) * tissue + rng.uniform(0.6, 1.2) * _cell_signal(rng, labels, dist)
+    density = haem[None] * _HAEMATOXYLIN[:, None, None] + eosin[None] * _EOSIN[:, None, None]
+    return _rgb_uint8(_noisy(rng, np.exp(-density) * rng.uniform(0.85, 1.0), min_photons=300))
+
+
+def _tissue(rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray) -> np.ndarray:
+    """RGB multiplexed tissue: green speckled membranes around tiled cells, blue nuclei, dark elsewhere."""
+    size = labels.shape[0]
+    speckle = rng.gamma(1.5, 1 / 1.5, (size, size))
+    membrane = ndimage.gaussian_filter(_edges(labels, between_cells=False).astype(float), 0.8) * speckle
+    nuclei = _cell_signal(rng, labels, dist) * (dist < rng.uniform(0.45, 0.7))
+    green = rng.uniform(0.8, 1.6) * membrane + 0.05 * speckle * (labels > 0)
+    image = np.stack([0.02 * speckle, green, rng.uniform(0.6, 1.0) * nuclei]) * _illumination(rng, size)
+    return _rgb_uint8(_noisy(rng, image))
+
+
+_RENDER = {
+    "fluorescence": _fluorescence,
+    "phase_dark": _phase_dark,
+    "phase_bright": _phase_bright,
+    "he": _he,
+    "tissue": _tissue,
+}

@@ -73,7 +73,12 @@ class Data:
 
 @attrs.define
 class Augment:
-    """Training augmentations (reference order); a probability of 0 switches one off."""
+    """Training augmentations (reference order and parameters); a probability of 0 switches one off.
+
+    Ranges are (low, high) of a uniform draw per sample; ``rotate_range``: +- radians; ``scale_range``:
+    factors, drawn per axis; ``noise_std``: the noise's std is drawn in [0, noise_std]; sharpening is
+    ``blur1 + alpha * (blur1 - blur2)`` with sigma1 in ``sharpen_sigma`` and sigma2 in [``sharpen_sigma2``, sigma1].
+    """
 
     roi_size: tuple[int, int] = (256, 256)
     affine_prob: float = attrs.field(default=0.5, validator=_probability)
@@ -87,8 +92,11 @@ class Augment:
     smooth_prob: float = attrs.field(default=0.25, validator=_probability)
     smooth_sigma: tuple[float, float] = (1.0, 2.0)
     histogram_shift_prob: float = attrs.field(default=0.25, validator=_probability)
-    histogram_shift_points: int = 3
+    histogram_shift_points: int = attrs.field(default=3, validator=v.ge(3))
     sharpen_prob: float = attrs.field(default=0.25, validator=_probability)
+    sharpen_sigma: tuple[float, float] = (0.5, 1.0)
+    sharpen_sigma2: float = 0.5
+    sharpen_alpha: tuple[float, float] = (10.0, 30.0)
 
 
 @attrs.define

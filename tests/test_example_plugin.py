@@ -89,6 +89,10 @@ def test_from_a_recipe_component(example):
     assert info.value.problems == [
         "infer.postprocessor.threshhold: unknown option (known: threshold, min_size, connectivity)"
     ]
+    with pytest.raises(RecipeError, match=r"^recipe: infer.postprocessor.min_size: must be >= 0: -1$"):
+        structure(
+            Component, {"name": "threshold", "min_size": -1}, "infer.postprocessor", kind="postprocessors"
+        )
 
 
 def test_from_a_recipe_file(example, monkeypatch):

@@ -60,7 +60,12 @@ class Synthetic:
 
 @attrs.define
 class Data:
-    """Where images come from and how they are normalised."""
+    """Where images come from and how they are normalised.
+
+    ``fold``: validation = the training items of this fold; ``weighted_sampling``: every datalist equally
+    likely (weight 1 / its size); ``quick``: 8 training and 7 validation items; ``cache``: keep normalised
+    training images in memory (each loader worker keeps its own copy).
+    """
 
     datalists: list[Datalist] = attrs.Factory(list)
     synthetic: Synthetic | None = None
@@ -69,6 +74,7 @@ class Data:
     percentiles: tuple[float, float] = (1.0, 99.0)
     weighted_sampling: bool = False
     quick: bool = False
+    cache: bool = False
 
 
 @attrs.define

@@ -1,0 +1,133 @@
+"""Datalists: folds, several datalists with basedirs, quick mode, file checks, weighted DDP sampling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from vista2d_core.datalist import (
+    Item, TrainDataset, TrainSampler, check_files, load_split, read_datalist, resolve_datalists, sample_weights,
+)
+from vista2d_core.errors import UserError
+from vista2d_core.recipe import Data, Datalist, Synthetic
+
+
+def _write(folder: Path, n_train=5, n_test=2, name="dl.json", size=(40, 50)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    training, testing = [], []
+    for i in range(n_train + n_test):
+        image = np.full(size, i * 10 + 1, np.uint16)
+        image[5:15, 5:15] = 1000
+        labels = np.zeros(size, np.uint16)
+        labels[5:15, 5:15] = 1
+        tifffile.imwrite(folder / f"img{i}.tif", image)
+        tifffile.imwrite(folder / f"lab{i}.tif", labels)
+        entry = {"image": f"img{i}.tif", "label": f"lab{i}.tif"}
+        (training if i < n_train else testing).append({**entry, "fold": i % 3} if i < n_train else entry)
+    path = folder / name
+    path.write_text(json.dumps({"training": training, "testing": testing}))
+    return path
+
+
+def test_fold_splits_training_items_and_paths_resolve_against_the_datalist(tmp_path):
+    split = read_datalist(Datalist(_write(tmp_path)), fold=1)
+    assert [i.image.name for i in split.val] == ["img1.tif", "img4.tif"]
+    assert [i.image.name for i in split.train] == ["img0.tif", "img2.tif", "img3.tif"]
+    assert [i.image for i in split.test] == [tmp_path / "img5.tif", tmp_path / "img6.tif"]
+
+
+def test_basedir_and_several_datalists(tmp_path):
+    a = _write(tmp_path / "a", n_train=3)
+    moved = tmp_path / "lists" / "b.json"
+    moved.parent.mkdir()
+    _write(tmp_path / "b", n_train=4).rename(moved)
+    data = Data(datalists=[Datalist(a), Datalist(moved, basedir=tmp_path / "b")], fold=2)
+    split = load_split(data)
+    assert [i.source for i in split.train] == [0, 0, 1, 1, 1] and [i.source for i in split.val] == [0, 1]
+    assert split.train[-1].image == tmp_path / "b" / "img3.tif"
+    check_files(split.train + split.val + split.test)
+
+
+def test_quick_mode_takes_8_and_7(tmp_path):
+    split = load_split(Data(datalists=[Datalist(_write(tmp_path, n_train=30, n_test=0))], quick=True))
+    assert len(split.train) == 8 and len(split.val) == 7
+
+
+def test_every_bad_file_is_reported_at_once(tmp_path):
+    split = read_datalist(Datalist(_write(tmp_path, n_train=3)), fold=0)
+    (tmp_path / "img1.tif").unlink()
+    (tmp_path / "lab2.tif").write_bytes(b"")
+    items = [*split.train, Item(tmp_path / "notes.txt", None)]
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(UserError) as err:
+        check_files(items)
+    message = str(err.value)
+    assert "3 data file(s)" in message and "img1.tif: no such file" in message
+    assert "lab2.tif: empty file" in message and "notes.txt: no reader" in message
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("{", "not valid JSON"), ('{"training": {}}', "'training' must be a list"),
+    ('{"training": [{"image": "a.tif"}]}', r"training\[0\]: expected a 'label' path"),
+])
+def test_malformed_datalists_name_the_file(tmp_path, content, expected):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(UserError, match=expected) as err:
+        read_datalist(Datalist(path), fold=0)
+    assert str(path) in str(err.value)
+
+
+def test_weights_make_datalists_equally_likely():
+    items = [Item(Path(f"{i}"), None, source=0 if i < 90 else 1) for i in range(100)]
+    weights = sample_weights(items)
+    assert torch.isclose(weights[:90].sum(), weights[90:].sum())
+    sampler = TrainSampler(100, seed=0, weights=weights, num_samples=4000)
+    drawn = torch.tensor([i for i, _ in sampler])
+    assert 0.45 < (drawn >= 90).float().mean() < 0.55
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_ranks_share_an_epoch_and_epochs_differ(weighted):
+    weights = torch.ones(10, dtype=torch.double) if weighted else None
+    ranks = [TrainSampler(10, seed=3, weights=weights, rank=r, world_size=2) for r in range(2)]
+    first = [list(s) for s in ranks]
+    assert all(len(f) == 5 for f in first)
+    if not weighted:  # a permutation split between the ranks
+        assert sorted(i for f in first for i, _ in f) == list(range(10))
+    for s in ranks:
+        s.set_epoch(1)
+    assert [list(s) for s in ranks] != first  # re-seeded each epoch (the reference repeats its draw)
+    for s in ranks:
+        s.set_epoch(0)
+    assert [list(s) for s in ranks] == first  # and reproducible
+
+
+def test_dataset_crops_normalised_images(tmp_path):
+    split = read_datalist(Datalist(_write(tmp_path, n_train=2, size=(20, 70))), fold=9)
+    dataset = TrainDataset(split.train, Data(), roi=(32, 32), cache=True)
+    sample = dataset[(1, 123)]
+    assert sample["image"].shape == (3, 32, 32) and sample["image"].dtype == torch.float32
+    assert sample["label"].shape == (32, 32) and sample["index"] == 1
+    assert 0 <= sample["image"].min() and sample["image"].max() <= 1
+    assert torch.equal(dataset[(1, 123)]["label"], sample["label"])
+    assert 1 in dataset.cache
+
+
+def test_synthetic_hook_generates_a_datalist(tmp_path):
+    data = Data(synthetic=Synthetic(folder=tmp_path / "syn", train_images=3, test_images=1, size=64))
+    lists = resolve_datalists(data)
+    assert lists[0].path.is_file() and lists[0].path.parent == tmp_path / "syn"
+    split = load_split(data, lists)
+    assert len(split.train) + len(split.val) == 3 and len(split.test) == 1
+    check_files(split.train + split.val + split.test)
+
+
+def test_no_data_is_a_user_error():
+    with pytest.raises(UserError, match="data.datalists"):
+        resolve_datalists(Data())

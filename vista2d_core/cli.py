@@ -49,9 +49,28 @@ def run(recipe: Path = typer.Argument(..., help="TOML recipe."), set_: Optional[
 
 
 @app.command()
+def segment(
+    images: list[str] = typer.Argument(..., help="Image files, globs or folders."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="model.pt (official VISTA2D layout or ours)."),
+    output: Path = typer.Option(Path("segmented"), "--output", "-o", help="Folder for the outputs."),
+    writers: str = typer.Option("tiff", "--writers", "-w", help="Comma-separated writers: tiff,flows,overlay,rois,geojson."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Take model/infer settings from this recipe."),
+    set_: Optional[list[str]] = _SET,
+) -> None:
+    """Segment images with a checkpoint: the shortcut for an infer recipe."""
+    from .runner import run as run_recipe
+    from .segment import segment_recipe
+
+    status = run_recipe(segment_recipe(images, checkpoint, output, writers.split(","), recipe, set_ or []))
+    if status:
+        raise typer.Exit(status)
+
+
+@app.command()
 def plugins(kind: Optional[str] = typer.Argument(None, help="backbones, heads, readers, writers, ...")) -> None:
     """List installed plugins with their package, summary and, for broken ones, the reason."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from .registry import describe
@@ -59,9 +78,43 @@ def plugins(kind: Optional[str] = typer.Argument(None, help="backbones, heads, r
     rows = describe(kind)
     table = Table("kind", "name", "package", "description", box=None, pad_edge=False)
     for row in rows:
-        description = f"[red]BROKEN: {row.error}[/red]" if row.error else row.summary
+        description = f"[red]BROKEN: {escape(row.error)}[/red]" if row.error else escape(row.summary)
         table.add_row(row.kind, row.name, row.package, description)
     Console(soft_wrap=True).print(table)
+
+
+@app.command()
+def bench(
+    recipe: Path = typer.Argument(..., help="TOML recipe (its model, sliding window, postprocessor, writers)."),
+    runtimes: str = typer.Option(
+        "eager,amp,compile", help="Comma-separated runtimes, with options: amp:bfloat16, eager:tf32, recipe, ..."
+    ),
+    batch_sizes: str = typer.Option("1,8", help="Comma-separated batch sizes for the model computation row."),
+    repeats: int = typer.Option(10, min=1, help="Timed runs per measurement (medians are reported)."),
+    warmup: int = typer.Option(2, min=0, help="Untimed runs before each measurement."),
+    image: Optional[Path] = typer.Option(None, help="Image for the end-to-end row (default: synthetic 512x512)."),
+    end_to_end: bool = typer.Option(True, help="Measure the end-to-end row."),
+    output: Path = typer.Option(Path("bench.json"), "--output", "-o", help="JSON report."),
+    set_: Optional[list[str]] = _SET,
+) -> None:
+    """Time runtimes on a recipe's model: model computation per tile and end to end per image."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from . import load_recipe
+    from .bench import Bench, parse_batch_sizes, table, write_json
+
+    if image is not None and not image.is_file():
+        raise UserError(f"--image {image}: no such file")
+    spec = Bench(load_recipe(recipe, set_ or []), [r.strip() for r in runtimes.split(",") if r.strip()],
+                 parse_batch_sizes(batch_sizes), repeats, warmup, image, end_to_end)
+    columns = spec.columns()
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("loading the model", total=len(columns) * spec.steps())
+        spec.run(columns, lambda text, steps: progress.update(task, description=text, advance=steps))
+    report = spec.report(columns)
+    Console(soft_wrap=True).print(table(report))
+    typer.echo(f"wrote {write_json(report, output)}")
 
 
 @recipe_app.command("check")
@@ -87,8 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv
     if debug:  # accepted anywhere: the root callback parses it before the command
         argv = ["--debug", *(a for a in argv if a != "--debug")]
+    from .progress import setup_logging
+
+    setup_logging(debug)
     try:
-        app(args=argv, prog_name="vista2d", standalone_mode=False)
+        # without standalone mode, click returns the code of a typer.Exit raised by a command
+        status = app(args=argv, prog_name="vista2d", standalone_mode=False)
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
@@ -106,5 +163,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 

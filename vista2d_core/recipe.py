@@ -223,8 +223,8 @@ def _structure_recipe(data: dict[str, Any], base_dir: Path, source: str) -> Reci
     return recipe
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override and validate the TOML recipe at ``path``."""
+def read_recipe_data(path: str | Path) -> dict[str, Any]:
+    """The raw TOML tables of the recipe file at ``path`` (UserError naming the file when unreadable)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -233,12 +233,16 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     except OSError as exc:
         raise UserError(f"{path}: cannot read the recipe ({exc.strerror})") from None
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
-    apply_overrides(data, overrides or [])
-    recipe = _structure_recipe(data, path.resolve().parent, str(path))
-    recipe.source = path.resolve()
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate the TOML recipe at ``path``."""
+    data = apply_overrides(read_recipe_data(path), overrides or [])
+    recipe = _structure_recipe(data, Path(path).resolve().parent, str(path))
+    recipe.source = Path(path).resolve()
     return recipe
 
 

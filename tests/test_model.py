@@ -1,0 +1,84 @@
+"""Model assembly and checkpoints in the official VISTA2D layout."""
+
+import pytest
+import torch
+
+from conftest import tiny_model_table
+from vista2d_core.errors import UserError
+from vista2d_core.model import build_model, load_checkpoint, save_checkpoint
+from vista2d_core.recipe import recipe_from_dict
+
+
+def tiny_net(**backbone):
+    return build_model(recipe_from_dict({"mode": "infer", "model": tiny_model_table(**backbone)}).model)
+
+
+def test_official_key_layout_and_output_shape():
+    net = tiny_net().eval()
+    keys = list(net.state_dict())
+    assert all(k.startswith(("model.image_encoder.", "model.mask_decoder.")) for k in keys)
+    # the head's parameters sit at the reference's Sequential indices (BatchNorm 0, 3; ConvTranspose 2, 5)
+    assert {k.split(".")[2] for k in keys if k.startswith("model.mask_decoder.")} == {"0", "2", "3", "5"}
+    with torch.no_grad():
+        assert net(torch.rand(2, 3, 200, 120)).shape == (2, 3, 200, 120)
+
+
+def test_checkpoint_round_trip_is_exact(tmp_path):
+    torch.manual_seed(1)
+    a, b = tiny_net(), tiny_net()
+    path = save_checkpoint(a, tmp_path / "model.pt", epoch=3, best_metric=0.5)
+    extra = load_checkpoint(b, path)
+    assert extra == {"epoch": 3, "best_metric": 0.5}
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
+
+
+def test_ddp_and_compile_prefixes_are_accepted(tmp_path):
+    net = tiny_net()
+    state = {f"module._orig_mod.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state}, tmp_path / "m.pt")
+    load_checkpoint(tiny_net(), tmp_path / "m.pt")
+
+
+def test_mismatched_checkpoint_lists_keys(tmp_path):
+    state = tiny_net().state_dict()
+    state.pop("model.mask_decoder.5.bias")
+    state["model.extra.weight"] = torch.zeros(1)
+    torch.save({"state_dict": state}, tmp_path / "bad.pt")
+    with pytest.raises(UserError, match=r"missing keys model\.mask_decoder\.5\.bias; unexpected keys model\.extra\.weight"):
+        load_checkpoint(tiny_net(), tmp_path / "bad.pt")
+
+
+def test_broken_checkpoint_file(tmp_path):
+    (tmp_path / "x.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="x.pt: cannot load checkpoint"):
+        load_checkpoint(tiny_net(), tmp_path / "x.pt")
+
+
+def test_sam_weights_load_from_original_layout(tmp_path):
+    torch.manual_seed(2)
+    source = tiny_net().model.image_encoder
+    sam_state = {f"image_encoder.{k}": v for k, v in source.state_dict().items()}
+    sam_state["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] = torch.zeros(2, 128)
+    torch.save(sam_state, tmp_path / "sam.pth")
+    loaded = tiny_net(weights=str(tmp_path / "sam.pth")).model.image_encoder
+    assert all(torch.equal(x, y) for x, y in zip(source.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_sam_weights_of_another_variant_are_refused(tmp_path):
+    state = {f"image_encoder.{k}": v for k, v in tiny_net(patch_size=16).model.image_encoder.state_dict().items()}
+    torch.save(state, tmp_path / "sam.pth")
+    with pytest.raises(UserError, match="wrong shape .*rel_pos"):
+        tiny_net(weights=str(tmp_path / "sam.pth"))
+
+
+def test_native_resolution_interpolates_positional_embeddings():
+    net = tiny_net(resize_to=0).eval()
+    with torch.no_grad():
+        assert net(torch.rand(1, 3, 128, 128)).shape == (1, 3, 128, 128)
+
+
+def test_freeze_stops_encoder_gradients():
+    net = tiny_net(freeze=True)
+    assert not any(p.requires_grad for p in net.model.image_encoder.parameters())
+    assert all(p.requires_grad for p in net.model.mask_decoder.parameters())

@@ -1,0 +1,127 @@
+"""``mode = "infer"``: segment files, globs, folders (or the datalists' testing items) and write outputs.
+
+One image in memory at a time; a file that fails is reported with its name and reason and the rest
+still run; under torchrun the inputs are sharded across ranks and each rank writes its own outputs.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import time
+from pathlib import Path
+
+import attrs
+
+from . import distributed
+from .errors import UserError
+from .imageio import is_image_file, read_image
+from .progress import progress_bar
+from .recipe import Recipe
+
+log = logging.getLogger("vista2d")
+
+
+@attrs.define
+class InferSummary:
+    """What an infer run did: images done, objects found, seconds, and ``failures`` (path, reason)."""
+
+    done: int = 0
+    objects: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = attrs.Factory(list)
+
+
+def expand_inputs(patterns: list[str], base_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files, globs (``**`` recursive) and folders (their readable images) -> (sorted unique paths,
+    problems). Relative patterns resolve against ``base_dir``."""
+    paths: list[Path] = []
+    problems: list[tuple[str, str]] = []
+    for pattern in patterns:
+        full = Path(pattern).expanduser()
+        full = full if full.is_absolute() else base_dir / full
+        if glob.has_magic(str(full)):
+            matches = [Path(p) for p in sorted(glob.glob(str(full), recursive=True)) if Path(p).is_file()]
+            paths += matches or []
+            if not matches:
+                problems.append((pattern, "no file matches this pattern"))
+        elif full.is_dir():
+            found = sorted(p for p in full.iterdir() if p.is_file() and is_image_file(p))
+            paths += found
+            if not found:
+                problems.append((pattern, "no readable image in this folder"))
+        elif full.is_file():
+            paths.append(full)
+        else:
+            problems.append((pattern, "no such file or folder"))
+    return list(dict.fromkeys(paths)), problems
+
+
+def output_stems(paths: list[Path]) -> list[str]:
+    """Output name stems: the file stem, prefixed by its folder's name where stems would collide."""
+    stems = [p.stem for p in paths]
+    return [f"{p.parent.name}_{s}" if stems.count(s) > 1 else s for p, s in zip(paths, stems)]
+
+
+def infer_inputs(recipe: Recipe) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The images a recipe's infer stage segments: ``infer.inputs`` or, when empty, the datalists'
+    testing items."""
+    if recipe.infer.inputs:
+        base = recipe.source.parent if recipe.source else Path.cwd()
+        return expand_inputs(recipe.infer.inputs, base)
+    from .datalist import testing_items
+
+    items = testing_items(recipe.data)
+    if not items:
+        raise UserError("infer.inputs is empty and the datalists have no testing items: nothing to segment")
+    return [item.image for item in items], []
+
+
+def infer(recipe: Recipe) -> int:
+    """Run the infer stage; return 1 when any input failed (each reported), else 0."""
+    from .segmenter import Segmenter
+
+    paths, problems = infer_inputs(recipe)
+    summary = InferSummary(failures=list(problems))
+    for name, reason in problems:
+        log.error("error: %s: %s", name, reason)
+    device = distributed.setup(recipe.device)
+    pairs = distributed.shard(list(zip(paths, output_stems(paths))))
+    out_dir = recipe.output_dir / recipe.infer.output_subdir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    segmenter = Segmenter(recipe, device=device)
+    writers = [w.create() for w in recipe.infer.writers]
+    keep_logits = any(w.needs_logits for w in writers)
+    start = time.perf_counter()
+    with progress_bar() as bar:
+        for path, stem in bar.track(pairs, description="segmenting"):
+            try:
+                prediction = segmenter.predict(read_image(path), keep_logits=keep_logits)
+                for writer in writers:
+                    writer.write(prediction, out_dir, stem)
+            except UserError as exc:
+                summary.failures.append((str(path), str(exc).removeprefix(f"{path}: ")))
+            except Exception as exc:  # one broken image must not stop the others
+                log.debug("failure on %s", path, exc_info=True)
+                summary.failures.append((str(path), f"{type(exc).__name__}: {exc}"))
+            else:
+                summary.done += 1
+                summary.objects += int(prediction.labels.max())
+            if summary.failures and summary.failures[-1][0] == str(path):
+                log.error("error: %s: %s", *summary.failures[-1])
+    summary.seconds = time.perf_counter() - start
+    report(summary, out_dir)
+    distributed.barrier()
+    return 1 if summary.failures else 0
+
+
+def report(summary: InferSummary, out_dir: Path) -> None:
+    """Log the end-of-run summary (images, objects, seconds per image, failures)."""
+    per_image = summary.seconds / summary.done if summary.done else 0.0
+    rank = f"[rank {distributed.rank()}] " if distributed.world_size() > 1 else ""
+    log.info(
+        "%ssegmented %d images, %d objects, %.2f s/image -> %s",
+        rank, summary.done, summary.objects, per_image, out_dir,
+    )
+    if summary.failures:
+        log.error("%s%d input(s) failed: %s", rank, len(summary.failures), ", ".join(f for f, _ in summary.failures))

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_recipe import fake_plugins  # noqa: F401  (stand-ins for built-in plugins, used by name below)
-from test_registry import declared_plugins
+from test_recipe import use_stand_ins
+from test_registry import declared_plugins, make_distribution, site  # noqa: F401  (site: fixture)
 
 from vista2d_core import UserError, available, load_recipe
 from vista2d_core.cli import main
@@ -18,6 +18,12 @@ from vista2d_core.recipe import recipe_to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 TYPO = 'mode = "train"\n[train]\nepoch = 3\n'
+
+
+@pytest.fixture
+def fake_plugins(monkeypatch):
+    """Built-in plugins as stand-ins (see test_recipe), for in-process recipe commands."""
+    use_stand_ins(monkeypatch)
 
 
 def vista2d(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -75,6 +81,25 @@ def test_usage_errors_exit_2_without_traceback(capsys):
     assert capsys.readouterr().err.startswith("error: unknown plugin kind 'gizmo' (kinds: backbones,")
     assert main(["recipe", "check", "no/such/recipe.toml"]) == 2
     assert capsys.readouterr().err == "error: no/such/recipe.toml: no such recipe file\n"
+
+
+def test_plugins_prints_summaries_and_errors_verbatim(site, capsys):  # noqa: F811
+    """Brackets in a docstring or an error are text, not console markup."""
+    plugin = (
+        "import attrs\n"
+        "class Post:\n"
+        "    '''Logits [cellprob, dY, dX] -> labels.'''\n"
+        "    Options = attrs.make_class('O', [])\n"
+        "    def __call__(self, logits):\n"
+        "        return logits\n"
+    )
+    broken = "raise ImportError('needs [bold]libfoo[/bold]')"
+    entry_points = {"vista2d.postprocessors": {"bracket": "v2dtest_b:Post", "broken": "v2dtest_broken:P"}}
+    make_distribution(site, "v2dtest-b", entry_points, {"v2dtest_b.py": plugin, "v2dtest_broken.py": broken})
+    assert main(["plugins", "postprocessors"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "bracket v2dtest-b Logits [cellprob, dY, dX] -> labels." in out
+    assert "(v2dtest_broken:P) is broken: ImportError: needs [bold]libfoo[/bold]" in out
 
 
 def test_help_as_a_module():

@@ -1,6 +1,6 @@
 """Recipes: strict validation with dotted paths, overrides, path resolution, and the resolved dump.
 
-The built-in plugins are replaced by stand-ins with known options (``fake_plugins``), so these tests check
+The built-in plugins are replaced by stand-ins with known options (``use_stand_ins``), so these tests check
 the recipe machinery alone; the registry has its own tests on real entry-point metadata.
 """
 
@@ -32,8 +32,7 @@ class FakePlugin:
         self.options, self.args = options, args
 
 
-@pytest.fixture(autouse=True)
-def fake_plugins(monkeypatch):
+def use_stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
     """Built-in names load as stand-ins; ``postprocessors.cellpose`` has real-looking options."""
     from test_registry import declared_plugins
 
@@ -47,6 +46,11 @@ def fake_plugins(monkeypatch):
         return type(name, (FakePlugin,), {"Options": options})
 
     monkeypatch.setattr(registry, "load", load)
+
+
+@pytest.fixture(autouse=True)
+def fake_plugins(monkeypatch):
+    use_stand_ins(monkeypatch)
 
 
 def write(path: Path, text: str) -> Path:

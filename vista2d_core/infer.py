@@ -69,9 +69,9 @@ def infer_inputs(recipe: Recipe) -> tuple[list[Path], list[tuple[str, str]]]:
     if recipe.infer.inputs:
         base = recipe.source.parent if recipe.source else Path.cwd()
         return expand_inputs(recipe.infer.inputs, base)
-    from .datalist import testing_items
+    from .datalist import load_split
 
-    items = testing_items(recipe.data)
+    items = load_split(recipe.data).test
     if not items:
         raise UserError("infer.inputs is empty and the datalists have no testing items: nothing to segment")
     return [item.image for item in items], []

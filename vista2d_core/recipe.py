@@ -107,21 +107,34 @@ class Augment:
 
 @attrs.define
 class Train:
-    """Training settings (defaults: the reference's)."""
+    """Training settings (defaults: the reference's).
+
+    Learning rate: ``warmup_epochs`` linear warm-up from ``warmup_multiplier`` x, then cosine to 0, stepped per
+    epoch. ``batch_size`` is per process; ``samples_per_epoch``: default the number of training items.
+    Validation (AP@0.5 of the validation items) after the epochs of the reference's schedule, denser towards
+    the end (``validation_fraction`` x epochs validations, at least 10), or every ``validate_every`` epochs.
+    ``stop_below_ap``: stop (as diverged) when validation AP is below it after epoch max(20, epochs / 4);
+    0 disables. ``resume``: continue from ``output_dir/model_final.pt`` (epoch, optimizer, scheduler, scaler,
+    best metric, RNG states). ``test``: after training, score the best model on the labelled testing items.
+    """
 
     epochs: int = attrs.field(default=200, validator=_positive)
     batch_size: int = attrs.field(default=1, validator=_positive)
     learning_rate: float = attrs.field(default=0.01, validator=_positive)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     momentum: float = 0.9
-    weight_decay: float = 1e-5
+    weight_decay: float = attrs.field(default=1e-5, validator=v.ge(0))
     warmup_epochs: int = attrs.field(default=3, validator=v.ge(0))
+    warmup_multiplier: float = attrs.field(default=0.1, validator=_probability)
     grad_accumulation: int = attrs.field(default=1, validator=_positive)
+    samples_per_epoch: int | None = attrs.field(default=None, validator=v.optional(_positive))
     channels_last: bool = True
-    validations: int = attrs.field(default=31, validator=v.ge(0))
-    early_stop_epochs: int = attrs.field(default=0, validator=v.ge(0))
-    early_stop_min_ap: float = 0.0
+    validate_every: int | None = attrs.field(default=None, validator=v.optional(_positive))
+    validation_fraction: float = attrs.field(default=0.16, validator=_probability)
+    stop_below_ap: float = attrs.field(default=0.01, validator=_probability)
+    test: bool = True
     resume: bool = False
+    deterministic: bool = False
     num_workers: int = attrs.field(default=0, validator=v.ge(0))
     runtime: Component = component("runtimes", "eager")
     loss: Component = component("losses", "cellpose")
@@ -267,9 +280,6 @@ def dump_recipe(recipe: Recipe) -> str:
 
 def write_resolved(recipe: Recipe, out_dir: Path) -> Path:
     """Write ``resolved_recipe.toml`` into ``out_dir`` (atomically) and return its path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / "resolved_recipe.toml"
-    tmp = target.with_suffix(".toml.tmp")
-    tmp.write_text(dump_recipe(recipe), encoding="utf-8")
-    tmp.replace(target)
-    return target
+    from .files import atomic_write_text
+
+    return atomic_write_text(out_dir / "resolved_recipe.toml", dump_recipe(recipe))

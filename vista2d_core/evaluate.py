@@ -1,0 +1,137 @@
+"""``mode = "eval"``: segment the datalists' testing items and score them against their labels.
+
+AP per image is cellpose's definition, ``TP / (TP + FP + FN)`` with Hungarian matching at each IoU
+threshold (``cellpose.metrics.average_precision``), averaged per datalist, then across datalists.
+The table is printed and written as ``eval.json`` and ``eval.csv`` into the output folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from . import distributed
+from .datalist import Item, check_files, load_split, resolve_datalists
+from .errors import UserError
+from .files import atomic_write_text
+from .imageio import read_image, read_labels
+from .progress import console, progress_bar
+from .recipe import Recipe
+
+log = logging.getLogger("vista2d")
+
+
+@attrs.define
+class ImageScore:
+    """AP of one image at each threshold, with its datalist index and object counts."""
+
+    image: str
+    source: int
+    ap: list[float]
+    true_objects: int
+    predicted_objects: int
+
+
+def average_precision(true: np.ndarray, pred: np.ndarray, thresholds: Sequence[float]) -> list[float]:
+    """Cellpose's AP = TP / (TP + FP + FN) at each IoU threshold; 1.0 when both images are empty."""
+    import fastremap
+    from cellpose.metrics import average_precision as cellpose_ap
+
+    true = fastremap.renumber(np.ascontiguousarray(true), in_place=False)[0]  # cellpose counts by max label
+    pred = fastremap.renumber(np.ascontiguousarray(pred), in_place=False)[0]
+    if true.max() == 0 and pred.max() == 0:
+        return [1.0] * len(thresholds)
+    ap = cellpose_ap([true], [pred], threshold=list(thresholds))[0][0]
+    return [float(a) for a in ap]
+
+
+def score_items(segmenter: Any, items: Sequence[Item], thresholds: Sequence[float], description: str = "scoring") -> list[ImageScore]:
+    """Segment each item with ``segmenter`` and score it against its label file."""
+    scores = []
+    with progress_bar() as bar:
+        for item in bar.track(items, description=description):
+            if item.label is None:
+                raise UserError(f"{item.image}: this testing item has no 'label': cannot score it")
+            pred = segmenter(read_image(item.image).data)
+            true = read_labels(item.label)
+            if true.shape != pred.shape:
+                raise UserError(f"{item.label}: label shape {true.shape} differs from its image's {pred.shape}")
+            ap = average_precision(true, pred, thresholds)
+            scores.append(ImageScore(str(item.image), item.source, ap, int(len(np.unique(true)) - 1), int(pred.max())))
+    return scores
+
+
+def summarize(scores: Sequence[ImageScore], names: Sequence[str]) -> dict[str, Any]:
+    """Mean AP per datalist (``names[source]``) and the mean of those means."""
+    rows = []
+    for source, name in enumerate(names):
+        mine = [s.ap for s in scores if s.source == source]
+        if mine:
+            rows.append({"datalist": name, "images": len(mine), "ap": np.mean(mine, axis=0).tolist()})
+    overall = np.mean([r["ap"] for r in rows], axis=0).tolist() if rows else []
+    return {"datalists": rows, "overall": overall}
+
+
+def evaluate(recipe: Recipe) -> dict[str, Any]:
+    """Run the eval stage; print the table, write eval.json and eval.csv; return the results."""
+    from .segmenter import Segmenter
+
+    datalists = resolve_datalists(recipe.data)
+    items = load_split(recipe.data, datalists).test
+    if not items:
+        raise UserError("data.datalists: no testing items to evaluate")
+    check_files(items)
+    device = distributed.setup(recipe.device)
+    thresholds = recipe.eval.iou_thresholds
+    scores = score_items(Segmenter(recipe, device=device), distributed.shard(items), thresholds, "evaluating")
+    scores = _gather(scores)
+    names = [str(d.path) for d in datalists]
+    results = {"thresholds": list(thresholds), **summarize(scores, names), "images": [attrs.asdict(s) for s in scores]}
+    if distributed.is_main_process():
+        print_table(results)
+        write_results(results, recipe.output_dir)
+    return results
+
+
+def _gather(scores: list[ImageScore]) -> list[ImageScore]:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return scores
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, scores)
+    return [s for part in parts for s in part]
+
+
+def print_table(results: dict[str, Any]) -> None:
+    """The per-datalist AP table on the terminal."""
+    from rich.table import Table
+
+    table = Table("datalist", "images", *[f"AP@{t:g}" for t in results["thresholds"]], title="evaluation")
+    for row in results["datalists"]:
+        table.add_row(row["datalist"], str(row["images"]), *[f"{a:.4f}" for a in row["ap"]])
+    table.add_row("overall", str(len(results["images"])), *[f"{a:.4f}" for a in results["overall"]], style="bold")
+    console.print(table)
+
+
+def write_results(results: dict[str, Any], out_dir: Path) -> None:
+    """``eval.json`` (everything) and ``eval.csv`` (one row per image, then per datalist, then overall)."""
+    columns = [f"ap@{t:g}" for t in results["thresholds"]]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["scope", "name", "images", *columns])
+    for image in results["images"]:
+        writer.writerow(["image", image["image"], 1, *image["ap"]])
+    for row in results["datalists"]:
+        writer.writerow(["datalist", row["datalist"], row["images"], *row["ap"]])
+    writer.writerow(["overall", "", len(results["images"]), *results["overall"]])
+    atomic_write_text(out_dir / "eval.json", json.dumps(results, indent=1))
+    atomic_write_text(out_dir / "eval.csv", buffer.getvalue())

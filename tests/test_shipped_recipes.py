@@ -1,0 +1,28 @@
+"""Every recipe in recipes/ is valid; the only problems allowed are model files a user downloads or trains."""
+
+from pathlib import Path
+
+import pytest
+
+from vista2d_core.errors import RecipeError
+from vista2d_core.recipe import load_recipe
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_recipe_is_valid(path):
+    try:
+        load_recipe(path)
+    except RecipeError as exc:
+        others = [p for p in exc.problems if "no such file" not in p or not p.startswith("model.")]
+        assert not others, others
+
+
+def test_reference_recipe_is_the_reference_setup():
+    recipe = load_recipe(RECIPES[0].parent / "vista2d.toml", ["model.checkpoint=\"" + __file__ + "\""])
+    backbone = recipe.model.backbone.options
+    assert (backbone.variant, backbone.resize_to) == ("vit_b", 1024)
+    post = recipe.infer.postprocessor.options
+    assert (post.niter, post.cellprob_threshold, post.flow_threshold, post.min_size) == (200, 0.4, 0.4, 15)
+    assert (tuple(recipe.infer.roi_size), recipe.infer.overlap) == ((256, 256), 0.625)

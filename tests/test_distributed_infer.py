@@ -1,0 +1,38 @@
+"""Inference under torchrun: inputs are sharded across ranks and each rank writes its own outputs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_ranks_share_the_inputs(tmp_path, rng):
+    for i in range(5):
+        tifffile.imwrite(tmp_path / f"img{i}.tif", rng.integers(0, 255, (64, 80), dtype=np.uint8))
+    recipe = tmp_path / "infer.toml"
+    recipe.write_text(
+        f"""
+mode = "infer"
+output_dir = "out"
+device = "cpu"
+[model]
+backbone = {{ name = "sam", variant = "vit_t" }}
+[infer]
+inputs = {json.dumps([str(tmp_path / "*.tif")])}
+postprocessor = {{ name = "cellpose", cellprob_threshold = -100.0, flow_threshold = 0.0 }}
+"""
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
+           "-m", "vista2d_core", "run", str(recipe)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    outputs = sorted(p.name for p in (tmp_path / "out" / "predictions").iterdir())
+    assert outputs == [f"img{i}_masks.tif" for i in range(5)]
+    assert "[rank 0] segmented 3 images" in done.stderr and "[rank 1] segmented 2 images" in done.stderr

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tomli_w
 
 REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
@@ -13,6 +14,17 @@ REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 def tiny_model_table(**backbone: object) -> dict:
     """A ``[model]`` table with the small vit_t backbone (random init)."""
     return {"backbone": {"name": "sam", "variant": "vit_t", **backbone}, "head": {"name": "vista2d"}}
+
+
+# With untrained weights, a foreground threshold below every logit still makes cellpose find many objects.
+UNTRAINED_POSTPROCESSOR = {"name": "cellpose", "cellprob_threshold": -100.0, "flow_threshold": 0.0}
+
+
+def write_recipe(path: Path, mode: str, **sections: object) -> Path:
+    """Write a CPU recipe with the tiny model (output into ``out`` beside it), ``sections`` merged in."""
+    data = {"mode": mode, "output_dir": "out", "device": "cpu", "model": tiny_model_table(), **sections}
+    path.write_text(tomli_w.dumps(data))
+    return path
 
 
 def disk_labels(size: int = 96, centers=((30, 30), (60, 64), (30, 75)), radius: int = 10) -> np.ndarray:

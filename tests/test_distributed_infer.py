@@ -1,6 +1,5 @@
 """Inference under torchrun: inputs are sharded across ranks and each rank writes its own outputs."""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,24 +8,17 @@ import numpy as np
 import pytest
 import tifffile
 
+from conftest import UNTRAINED_POSTPROCESSOR, write_recipe
+
 pytestmark = pytest.mark.slow
 
 
 def test_two_ranks_share_the_inputs(tmp_path, rng):
     for i in range(5):
         tifffile.imwrite(tmp_path / f"img{i}.tif", rng.integers(0, 255, (64, 80), dtype=np.uint8))
-    recipe = tmp_path / "infer.toml"
-    recipe.write_text(
-        f"""
-mode = "infer"
-output_dir = "out"
-device = "cpu"
-[model]
-backbone = {{ name = "sam", variant = "vit_t" }}
-[infer]
-inputs = {json.dumps([str(tmp_path / "*.tif")])}
-postprocessor = {{ name = "cellpose", cellprob_threshold = -100.0, flow_threshold = 0.0 }}
-"""
+    recipe = write_recipe(
+        tmp_path / "infer.toml", "infer",
+        infer={"inputs": [str(tmp_path / "*.tif")], "postprocessor": UNTRAINED_POSTPROCESSOR},
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from conftest import disk_labels, tiny_model_table
+from conftest import UNTRAINED_POSTPROCESSOR, disk_labels, write_recipe
 from vista2d_core.cli import main
 from vista2d_core.evaluate import average_precision
 
@@ -39,20 +39,9 @@ def make_datalist(folder, name, count, rng):
 def test_eval_mode_writes_table_json_and_csv(tmp_path, rng, capsys):
     a = make_datalist(tmp_path, "a", 2, rng)
     b = make_datalist(tmp_path, "b", 1, rng)
-    backbone = tiny_model_table()["backbone"]
-    recipe = tmp_path / "eval.toml"
-    recipe.write_text(
-        f"""
-mode = "eval"
-output_dir = "out"
-device = "cpu"
-[model]
-backbone = {{ name = "sam", variant = "{backbone['variant']}" }}
-[data]
-datalists = [{{ path = "{a}" }}, {{ path = "{b}" }}]
-[infer]
-postprocessor = {{ name = "cellpose", cellprob_threshold = -100.0, flow_threshold = 0.0 }}
-"""
+    recipe = write_recipe(
+        tmp_path / "eval.toml", "eval",
+        data={"datalists": [{"path": str(a)}, {"path": str(b)}]}, infer={"postprocessor": UNTRAINED_POSTPROCESSOR},
     )
     assert main(["run", str(recipe)]) == 0
     assert "AP@0.5" in capsys.readouterr().err

@@ -9,13 +9,12 @@ import tifffile
 import torch
 from PIL import Image as PILImage
 
-from conftest import tiny_model_table
+from conftest import UNTRAINED_POSTPROCESSOR, tiny_model_table, write_recipe
 from vista2d_core.cli import main
 from vista2d_core.model import build_model, save_checkpoint
 from vista2d_core.recipe import recipe_from_dict, recipe_to_dict
 
-# Untrained weights + a foreground threshold below every logit: cellpose still finds many objects.
-POSTPROCESSOR = '{ name = "cellpose", cellprob_threshold = -100.0, flow_threshold = 0.0 }'
+POSTPROCESSOR = "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in UNTRAINED_POSTPROCESSOR.items()) + " }"
 WRITERS = ["tiff", "flows", "overlay", "rois", "geojson"]
 
 
@@ -33,25 +32,15 @@ def mixed_folder(tmp_path, rng):
     return folder
 
 
-def write_recipe(tmp_path, inputs, writers=WRITERS):
-    text = f"""
-mode = "infer"
-output_dir = "out"
-device = "cpu"
-[model]
-backbone = {{ name = "sam", variant = "vit_t" }}
-[infer]
-inputs = {json.dumps(inputs)}
-postprocessor = {POSTPROCESSOR}
-writers = {json.dumps(writers)}
-"""
-    path = tmp_path / "infer.toml"
-    path.write_text(text)
-    return path
+def infer_recipe(tmp_path, inputs, writers=WRITERS):
+    return write_recipe(
+        tmp_path / "infer.toml", "infer",
+        infer={"inputs": inputs, "postprocessor": UNTRAINED_POSTPROCESSOR, "writers": writers},
+    )
 
 
 def test_folder_of_mixed_files_with_one_corrupt(tmp_path, mixed_folder, capsys):
-    code = main(["run", str(write_recipe(tmp_path, ["images"]))])
+    code = main(["run", str(infer_recipe(tmp_path, ["images"]))])
     err = capsys.readouterr().err
     assert code == 1
     assert "broken.tif" in err and err.count("broken.tif") >= 1
@@ -72,7 +61,7 @@ def test_folder_of_mixed_files_with_one_corrupt(tmp_path, mixed_folder, capsys):
 
 
 def test_glob_and_missing_input_are_reported_and_the_rest_done(tmp_path, mixed_folder, capsys):
-    code = main(["run", str(write_recipe(tmp_path, ["images/*.png", "images/nothere.tif"], ["tiff"]))])
+    code = main(["run", str(infer_recipe(tmp_path, ["images/*.png", "images/nothere.tif"], ["tiff"]))])
     assert code == 1
     assert "nothere.tif: no such file or folder" in capsys.readouterr().err
     assert (tmp_path / "out" / "predictions" / "grey8_masks.tif").is_file()

@@ -334,10 +334,14 @@ class _Mlflow:
             import mlflow
         except ImportError:
             raise UserError("mlflow.tracking_uri is set but mlflow is not installed: pip install 'vista2d[mlflow]'") from None
-        mlflow.set_tracking_uri(spec.tracking_uri)
-        mlflow.set_experiment(spec.experiment)
-        run = mlflow.start_run(run_id=trainer.mlflow_run, run_name=None if trainer.mlflow_run else spec.run_name,
-                               log_system_metrics=spec.log_system_metrics)
+        try:
+            mlflow.set_tracking_uri(spec.tracking_uri)
+            mlflow.set_experiment(spec.experiment)
+            run = mlflow.start_run(run_id=trainer.mlflow_run, run_name=None if trainer.mlflow_run else spec.run_name,
+                                   log_system_metrics=spec.log_system_metrics)
+        except mlflow.exceptions.MlflowException as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise UserError(f"mlflow.tracking_uri {spec.tracking_uri!r}: {first}") from None
         trainer.mlflow_run = run.info.run_id
         if trainer.start_epoch == 0:
             flat = _flatten(recipe_to_dict(trainer.recipe))

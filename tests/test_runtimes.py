@@ -22,12 +22,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cellpose.metrics import average_precision
-
 from conftest import tiny_model_table, write_recipe
-from vista2d_core import UserError, load_recipe, registry
-from vista2d_core.model import build_model, save_checkpoint
-from vista2d_core.segmenter import Segmenter
-from vista2d_core.synthetic import make_image
 from vista2d_runtimes.amp import AmpOptions, AmpRuntime
 from vista2d_runtimes.compile import CompileOptions, CompileRuntime
 from vista2d_runtimes.tensorrt import (
@@ -37,6 +32,11 @@ from vista2d_runtimes.tensorrt import (
     file_sha256,
     weights_sha256,
 )
+
+from vista2d_core import UserError, load_recipe, registry
+from vista2d_core.model import build_model, save_checkpoint
+from vista2d_core.segmenter import Segmenter
+from vista2d_core.synthetic import make_image
 
 AMP_MAX, AMP_MEAN, COMPILE_MAX = 0.1, 0.01, 1e-4
 MIN_AP, MIN_FOREGROUND = 0.95, 0.99
@@ -201,8 +201,8 @@ def test_tensorrt_is_imported_by_nothing_else() -> None:
 
 
 def test_tensorrt_cache_key_changes_with_each_input() -> None:
-    base = dict(weights_hash="a" * 64, shape=(3, 256, 256), batch_range=(1, 1, 8), precision="fp16",
-                versions={"torch": "2.4", "torch-tensorrt": "2.4", "tensorrt": "10.3"}, device_name="A100")
+    base = {"weights_hash": "a" * 64, "shape": (3, 256, 256), "batch_range": (1, 1, 8), "precision": "fp16",
+            "versions": {"torch": "2.4", "torch-tensorrt": "2.4", "tensorrt": "10.3"}, "device_name": "A100"}
     key = cache_key(**base)
     assert cache_key(**base) == key and len(key) == 64
     changes = [

@@ -13,6 +13,7 @@ A runtime that cannot run here is reported with its reason and the others still 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -210,7 +211,7 @@ class Bench:
                     self._measure(column, model, device, image, Path(tmp) / column.label.replace(":", "_"), tick)
                 except UserError as exc:
                     column.unavailable = str(exc).splitlines()[0]
-                except Exception as exc:  # a runtime that crashes must not stop the others
+                except Exception as exc:  # noqa: BLE001 (a runtime that crashes must not stop the others)
                     column.unavailable = f"failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
                 if column.unavailable:
                     progress(f"{column.label}: unavailable", self.steps() - done)
@@ -237,9 +238,10 @@ class Bench:
             progress(f"{column.label}: preparing for batch {batch}", 0)
             with torch.inference_mode():
                 predict = runtime.prepare(model, example, checkpoint)
+                text = f"{column.label}: model computation, batch {batch}"
                 column.model_ms[batch] = _time(
-                    lambda: predict(example), device, self.warmup, self.repeats,
-                    lambda: progress(f"{column.label}: model computation, batch {batch}", 1),
+                    functools.partial(predict, example), device, self.warmup, self.repeats,
+                    functools.partial(progress, text, 1),
                 )
         if self.end_to_end:
             self._end_to_end(column, model, device, image, out_dir, progress)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import attrs
 import numpy as np
 import torch
@@ -29,8 +32,21 @@ def flows(labels: np.ndarray, device: torch.device) -> np.ndarray:
     renumbered, _ = fastremap.renumber(np.ascontiguousarray(labels), in_place=False)
     if renumbered.max() == 0:
         return np.zeros((2, *labels.shape), np.float32)
-    mu, _ = masks_to_flows_gpu(renumbered, device=device)
+    with _one_thread() if device.type == "cpu" else contextlib.nullcontext():
+        mu, _ = masks_to_flows_gpu(renumbered, device=device)
     return mu.astype(np.float32)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """The diffusion runs hundreds of tiny CPU ops: one thread is as fast, and on a busy machine it avoids
+    OpenMP threads spinning while waiting for a descheduled peer (seen: 50x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class CellposeLoss(Loss):

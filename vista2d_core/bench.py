@@ -178,6 +178,7 @@ class Bench:
     warmup: int = 2
     image: Path | None = None
     end_to_end: bool = True
+    threads: int | None = None
 
     def columns(self) -> list[Column]:
         """A column per runtime spec, with eager float32 added first when missing (the baseline)."""
@@ -195,6 +196,8 @@ class Bench:
         """Measure every column in place; ``progress(text, steps)`` reports each finished call."""
         from .model import build_model
 
+        if self.threads:  # on a busy machine, fewer OpenMP threads than cores avoid stalls at every barrier
+            torch.set_num_threads(self.threads)
         device = resolve_device(self.recipe.device)
         model = build_model(self.recipe.model).to(device).eval()
         with tempfile.TemporaryDirectory(prefix="vista2d-bench-") as tmp:

@@ -94,6 +94,7 @@ def bench(
     warmup: int = typer.Option(2, min=0, help="Untimed runs before each measurement."),
     image: Optional[Path] = typer.Option(None, help="Image for the end-to-end row (default: synthetic 512x512)."),
     end_to_end: bool = typer.Option(True, help="Measure the end-to-end row."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch (default: torch's choice)."),
     output: Path = typer.Option(Path("bench.json"), "--output", "-o", help="JSON report."),
     set_: Optional[list[str]] = _SET,
 ) -> None:
@@ -107,7 +108,7 @@ def bench(
     if image is not None and not image.is_file():
         raise UserError(f"--image {image}: no such file")
     spec = Bench(load_recipe(recipe, set_ or []), [r.strip() for r in runtimes.split(",") if r.strip()],
-                 parse_batch_sizes(batch_sizes), repeats, warmup, image, end_to_end)
+                 parse_batch_sizes(batch_sizes), repeats, warmup, image, end_to_end, threads)
     columns = spec.columns()
     with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("loading the model", total=len(columns) * spec.steps())

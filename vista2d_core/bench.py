@@ -327,7 +327,7 @@ def table(report: dict[str, Any]) -> Any:
 
     results = report["results"]
     env = report["environment"]
-    where = env["gpu"] or f"{env['cpu']} ({env['torch_threads']} threads)"
+    where = env["gpu"] or f"{env['cpu']}, torch threads: {env['torch_threads']}"
     out = Table(title=f"vista2d bench on {where}, medians (speedup vs {report['settings']['baseline']})")
     out.add_column("")
     for r in results:

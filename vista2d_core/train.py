@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -70,8 +71,8 @@ def train(recipe: Recipe) -> Path:
 
 
 class Trainer:
-    """One training run. ``fit()`` -> the best checkpoint; ``model`` is the trained network and ``seen`` the
-    item indices this rank trained on (in order)."""
+    """One training run. ``fit()`` -> the best checkpoint; ``net`` is the trained network and ``seen`` the
+    item indices this rank trained on in the last epoch (in order)."""
 
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
@@ -227,6 +228,7 @@ class Trainer:
         augment = Augmenter(cfg.augment, torch.Generator().manual_seed(_mix(self.recipe.seed, epoch, rank)))
         memory = torch.channels_last if cfg.channels_last else torch.preserve_format
         self.model.train()
+        self.seen = []
         total, count = torch.zeros((), dtype=torch.float64), 0
         steps = len(loader)
         with progress_bar() as bar:
@@ -270,6 +272,7 @@ class Trainer:
         return float(np.mean(gathered)) if gathered else 0.0
 
     def _final_test(self, best: Path, tracker: _Mlflow | None) -> None:
+        distributed.barrier()  # rank 0 has written model.pt
         if best.is_file():
             load_checkpoint(self.net, best)
         labelled = [item for item in self.split.test if item.label is not None]
@@ -366,8 +369,6 @@ class _Mlflow:
 
 # --------------------------------------------------------------------------------------- helpers
 def _without_checkpoint(model: Any) -> Any:
-    import attrs
-
     return attrs.evolve(model, checkpoint=None)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import attrs
 import numpy as np
@@ -32,19 +33,19 @@ def flows(labels: np.ndarray, device: torch.device) -> np.ndarray:
     renumbered, _ = fastremap.renumber(np.ascontiguousarray(labels), in_place=False)
     if renumbered.max() == 0:
         return np.zeros((2, *labels.shape), np.float32)
-    with _one_thread() if device.type == "cpu" else contextlib.nullcontext():
-        mu, _ = masks_to_flows_gpu(renumbered, device=device)
+    mu, _ = masks_to_flows_gpu(renumbered, device=device)
     return mu.astype(np.float32)
 
 
 @contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """The diffusion runs hundreds of tiny CPU ops: one thread is as fast, and on a busy machine it avoids
-    OpenMP threads spinning while waiting for a descheduled peer (seen: 50x slower)."""
+def _one_op_thread() -> Iterator[int]:
+    """Yield the number of torch threads, running each torch op single-threaded meanwhile. The diffusion is
+    hundreds of small ops per image: images in parallel beat threads inside each op, and single-threaded
+    ops avoid OpenMP threads spinning for a descheduled peer on a busy machine (seen: 50x slower)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        yield threads
     finally:
         torch.set_num_threads(threads)
 
@@ -61,9 +62,12 @@ class CellposeLoss(Loss):
         """(B, H, W) int labels -> (B, 3, H, W) float32 ``[label > 0, dY, dX]`` on the labels' device."""
         arrays = labels.detach().cpu().numpy()
         out = np.empty((arrays.shape[0], 3, *arrays.shape[1:]), np.float32)
-        for i, lab in enumerate(arrays):
-            out[i, 0] = lab > 0
-            out[i, 1:] = flows(lab, labels.device)
+        out[:, 0] = arrays > 0
+        if labels.device.type == "cpu":
+            with _one_op_thread() as threads, ThreadPoolExecutor(min(threads, len(arrays)) or 1) as pool:
+                out[:, 1:] = list(pool.map(lambda lab: flows(lab, labels.device), arrays))
+        else:
+            out[:, 1:] = [flows(lab, labels.device) for lab in arrays]
         return torch.from_numpy(out).to(labels.device)
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

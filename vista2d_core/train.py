@@ -93,6 +93,10 @@ class Trainer:
         self.best_metric, self.best_epoch, self.start_epoch = -1.0, -1, 0
         self.mlflow_run: str | None = None
 
+    def _info(self, message: str, *args: Any) -> None:
+        """Progress messages: rank 0 only (other ranks log them at debug level)."""
+        log.log(logging.INFO if self.main else logging.DEBUG, message, *args)
+
     # ----------------------------------------------------------------------------------- set-up
     def _build(self) -> None:
         cfg = self.cfg
@@ -150,7 +154,7 @@ class Trainer:
         self.history = list(state["history"])
         self.mlflow_run = state.get("mlflow_run")
         _set_rng_state(state["rng"][distributed.rank()] if distributed.rank() < len(state["rng"]) else state["rng"][0])
-        log.info("resuming after epoch %d (best AP %.4f at epoch %d)", state["epoch"], self.best_metric, self.best_epoch)
+        self._info("resuming after epoch %d (best AP %.4f at epoch %d)", state["epoch"], self.best_metric, self.best_epoch)
 
     def _loader(self) -> DataLoader:
         cfg, data = self.cfg, self.recipe.data
@@ -213,7 +217,7 @@ class Trainer:
             if tracker:
                 tracker.epoch(row)
         shown = f"val AP@0.5 {ap:.4f} (best {self.best_metric:.4f} at {self.best_epoch})" if ap is not None else ""
-        log.info("epoch %d/%d loss %.4f lr %.2e %.1fs %s", epoch + 1, self.cfg.epochs, loss, lr,
+        self._info("epoch %d/%d loss %.4f lr %.2e %.1fs %s", epoch + 1, self.cfg.epochs, loss, lr,
                  row["epoch_seconds"], shown)
         if ap is not None and hopeless(epoch, self.cfg.epochs, ap, self.cfg.stop_below_ap):
             raise UserError(
@@ -277,7 +281,7 @@ class Trainer:
             load_checkpoint(self.net, best)
         labelled = [item for item in self.split.test if item.label is not None]
         ap = self._score(labelled, "testing")
-        log.info("test AP@0.5 of %s: %.4f (%d images)", best.name, ap, len(labelled))
+        self._info("test AP@0.5 of %s: %.4f (%d images)", best.name, ap, len(labelled))
         if tracker:
             tracker.test(ap)
 
@@ -312,7 +316,7 @@ class Trainer:
     def _log_start(self, steps: int) -> None:
         cfg, s = self.cfg, self.split
         params = sum(p.numel() for p in self.net.parameters())
-        log.info(
+        self._info(
             "training %.1fM parameters on %s x%d: %d train / %d validation / %d test items, %d epochs of %d steps "
             "(batch %d x %d accumulation), %s lr %g, runtime %s", params / 1e6, self.device, distributed.world_size(),
             len(s.train), len(s.val), len(s.test), cfg.epochs, steps, cfg.batch_size, cfg.grad_accumulation,

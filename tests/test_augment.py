@@ -12,8 +12,8 @@ import torch
 from vista2d_core.augment import Augmenter, gaussian_blur, pad_crop
 from vista2d_core.recipe import Augment
 
-OFF = dict(affine_prob=0.0, flip_prob=0.0, noise_prob=0.0, gamma_prob=0.0, smooth_prob=0.0,
-           histogram_shift_prob=0.0, sharpen_prob=0.0)
+OFF = {"affine_prob": 0.0, "flip_prob": 0.0, "noise_prob": 0.0, "gamma_prob": 0.0, "smooth_prob": 0.0,
+       "histogram_shift_prob": 0.0, "sharpen_prob": 0.0}
 
 
 def only(**options) -> Augment:

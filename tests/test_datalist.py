@@ -11,7 +11,14 @@ import tifffile
 import torch
 
 from vista2d_core.datalist import (
-    Item, TrainDataset, TrainSampler, check_files, load_split, read_datalist, resolve_datalists, sample_weights,
+    Item,
+    TrainDataset,
+    TrainSampler,
+    check_files,
+    load_split,
+    read_datalist,
+    resolve_datalists,
+    sample_weights,
 )
 from vista2d_core.errors import UserError
 from vista2d_core.recipe import Data, Datalist, Synthetic

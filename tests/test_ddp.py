@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from tiny_training import tiny_recipe_data
 
 

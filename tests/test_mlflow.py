@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from tiny_training import tiny_recipe_data
+
 from vista2d_core.recipe import recipe_from_dict
 from vista2d_core.train import train
 

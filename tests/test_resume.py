@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tiny_training import tiny_recipe_data, write_recipe
+
 from vista2d_core.model import read_checkpoint
 
 EPOCHS = 3

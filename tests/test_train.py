@@ -8,8 +8,8 @@ import math
 import attrs
 import pytest
 import torch
-
 from tiny_training import tiny_recipe_data
+
 from vista2d_core.errors import UserError
 from vista2d_core.model import read_checkpoint, save_checkpoint
 from vista2d_core.recipe import Train, recipe_from_dict

@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import pytest
 import tifffile
-
 from conftest import UNTRAINED_POSTPROCESSOR, write_recipe
 
 pytestmark = pytest.mark.slow

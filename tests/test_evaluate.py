@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import tifffile
-
 from conftest import UNTRAINED_POSTPROCESSOR, disk_labels, write_recipe
+
 from vista2d_core.cli import main
 from vista2d_core.evaluate import average_precision
 

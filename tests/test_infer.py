@@ -7,9 +7,9 @@ import pytest
 import roifile
 import tifffile
 import torch
+from conftest import UNTRAINED_POSTPROCESSOR, tiny_model_table, write_recipe
 from PIL import Image as PILImage
 
-from conftest import UNTRAINED_POSTPROCESSOR, tiny_model_table, write_recipe
 from vista2d_core.cli import main
 from vista2d_core.model import build_model, save_checkpoint
 from vista2d_core.recipe import recipe_from_dict, recipe_to_dict

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import tiny_model_table
+
 from vista2d_core.errors import UserError
 from vista2d_core.model import build_model, load_checkpoint, save_checkpoint
 from vista2d_core.recipe import recipe_from_dict

@@ -21,8 +21,8 @@ from .recipe import Recipe, dump_recipe, load_recipe, recipe_from_dict
 from .registry import available, create, describe, load
 
 __all__ = [
-    "RecipeError",
     "Recipe",
+    "RecipeError",
     "Segmenter",
     "UserError",
     "available",

@@ -6,7 +6,8 @@ Outside torchrun (no WORLD_SIZE in the environment) everything degrades to a sin
 from __future__ import annotations
 
 import os
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -62,3 +63,17 @@ def barrier() -> None:
 def shard(items: Sequence[T]) -> list[T]:
     """This rank's share of ``items`` (every ``world_size``-th item, starting at ``rank``)."""
     return list(items[rank() :: world_size()])
+
+
+def gather(values: Any) -> list[Any]:
+    """Every rank's ``values`` in rank order: lists are concatenated, anything else is one entry per rank.
+    A collective (all ranks must call it); without a process group, just this process's values."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values) if isinstance(values, list) else [values]
+    everything: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everything, values)
+    if isinstance(values, list):
+        return [v for part in everything for v in part]
+    return everything

@@ -84,31 +84,21 @@ def evaluate(recipe: Recipe) -> dict[str, Any]:
     """Run the eval stage; print the table, write eval.json and eval.csv; return the results."""
     from .segmenter import Segmenter
 
+    device = distributed.setup(recipe.device)  # first: synthetic data generation waits on rank 0
     datalists = resolve_datalists(recipe.data)
     items = load_split(recipe.data, datalists).test
     if not items:
         raise UserError("data.datalists: no testing items to evaluate")
     check_files(items)
-    device = distributed.setup(recipe.device)
     thresholds = recipe.eval.iou_thresholds
     scores = score_items(Segmenter(recipe, device=device), distributed.shard(items), thresholds, "evaluating")
-    scores = _gather(scores)
+    scores = distributed.gather(scores)
     names = [str(d.path) for d in datalists]
     results = {"thresholds": list(thresholds), **summarize(scores, names), "images": [attrs.asdict(s) for s in scores]}
     if distributed.is_main_process():
         print_table(results)
         write_results(results, recipe.output_dir)
     return results
-
-
-def _gather(scores: list[ImageScore]) -> list[ImageScore]:
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return scores
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, scores)
-    return [s for part in parts for s in part]
 
 
 def print_table(results: dict[str, Any]) -> None:

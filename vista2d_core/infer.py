@@ -81,11 +81,11 @@ def infer(recipe: Recipe) -> int:
     """Run the infer stage; return 1 when any input failed (each reported), else 0."""
     from .segmenter import Segmenter
 
+    device = distributed.setup(recipe.device)  # first: synthetic data generation waits on rank 0
     paths, problems = infer_inputs(recipe)
     summary = InferSummary(failures=list(problems))
     for name, reason in problems:
         log.error("error: %s: %s", name, reason)
-    device = distributed.setup(recipe.device)
     pairs = distributed.shard(list(zip(paths, output_stems(paths))))
     out_dir = recipe.output_dir / recipe.infer.output_subdir
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -211,7 +211,7 @@ class Trainer:
         improved = ap is not None and ap > self.best_metric
         if improved:
             self.best_metric, self.best_epoch = ap, epoch
-        rng = _gather(_rng_state())  # every rank's, for resuming (a collective: all ranks take part)
+        rng = distributed.gather(_rng_state())  # every rank's, for resuming (a collective: all ranks take part)
         if self.main:
             self._save(epoch, improved or not self.split.val, ap, rng)
             if tracker:
@@ -272,7 +272,7 @@ class Trainer:
         scores = score_items(segmenter, distributed.shard(items), [0.5], description)
         per_image = [s.ap[0] for s in scores]
         self.net.train()
-        gathered = _gather(per_image)
+        gathered = distributed.gather(per_image)
         return float(np.mean(gathered)) if gathered else 0.0
 
     def _final_test(self, best: Path, tracker: _Mlflow | None) -> None:
@@ -413,21 +413,8 @@ def _as_tuple(value: Any) -> Any:
     return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def _gather(values: Any) -> list[Any]:
-    """Rank-ordered list of every rank's ``values`` (lists are concatenated; anything else becomes one entry)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return list(values) if isinstance(values, list) else [values]
-    everything: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(everything, values)
-    if isinstance(values, list):
-        return [v for part in everything for v in part]
-    return everything
-
-
 def _mean_over_ranks(total: float, count: int) -> float:
-    pairs = _gather((total, count))
+    pairs = distributed.gather((total, count))
     n = sum(c for _, c in pairs)
     return sum(t for t, _ in pairs) / n if n else 0.0
 

@@ -99,16 +99,17 @@ def infer(recipe: Recipe) -> int:
                 prediction = segmenter.predict(read_image(path), keep_logits=keep_logits)
                 for writer in writers:
                     writer.write(prediction, out_dir, stem)
-            except UserError as exc:
-                summary.failures.append((str(path), str(exc).removeprefix(f"{path}: ")))
             except Exception as exc:  # one broken image must not stop the others
-                log.debug("failure on %s", path, exc_info=True)
-                summary.failures.append((str(path), f"{type(exc).__name__}: {exc}"))
+                if isinstance(exc, UserError):
+                    reason = str(exc).removeprefix(f"{path}: ")
+                else:
+                    log.debug("failure on %s", path, exc_info=True)
+                    reason = f"{type(exc).__name__}: {exc}"
+                summary.failures.append((str(path), reason))
+                log.error("error: %s: %s", path, reason)
             else:
                 summary.done += 1
                 summary.objects += int(prediction.labels.max())
-            if summary.failures and summary.failures[-1][0] == str(path):
-                log.error("error: %s: %s", *summary.failures[-1])
     summary.seconds = time.perf_counter() - start
     report(summary, out_dir)
     distributed.barrier()

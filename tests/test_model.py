@@ -82,3 +82,18 @@ def test_freeze_stops_encoder_gradients():
     net = tiny_net(freeze=True)
     assert not any(p.requires_grad for p in net.model.image_encoder.parameters())
     assert all(p.requires_grad for p in net.model.mask_decoder.parameters())
+
+
+def test_conv_stem_replaces_the_patch_embedding(tmp_path):
+    net = tiny_net(resize_to=0, stem="conv").eval()
+    encoder = net.model.image_encoder
+    assert not any(name.startswith("patch_embed.proj") for name in encoder.state_dict())
+    tokens = encoder.patch_embed(torch.rand(2, 3, 64, 96))
+    assert tokens.shape == (2, 64 // encoder.stride, 96 // encoder.stride, encoder.pos_embed.shape[-1])
+    with torch.no_grad():
+        assert net(torch.rand(1, 3, 128, 128)).shape == (1, 3, 128, 128)
+    torch.save({}, tmp_path / "sam.pth")
+    with pytest.raises(UserError, match="stem = 'conv' has no SAM weights"):
+        tiny_net(stem="conv", weights=str(tmp_path / "sam.pth"))
+    with pytest.raises(UserError, match="power-of-two patch_size"):
+        tiny_net(stem="conv", patch_size=6)

@@ -22,7 +22,7 @@ def test_validation_schedule_is_the_references():
     gaps = [b - a for a, b in zip([0, *schedule], schedule)]
     assert gaps == sorted(gaps, reverse=True) and gaps[0] > gaps[-1]  # denser towards the end
     assert validation_epochs(15) == [3, 5, 7, 9, 11, 13, 14, 15]
-    assert validation_epochs(10, every=4) == [4, 8] and validation_epochs(3, every=5) == [5]
+    assert validation_epochs(10, every=4) == [4, 8, 10] and validation_epochs(3, every=5) == [3]
 
 
 def test_lr_schedule_matches_monai_warmup_cosine():

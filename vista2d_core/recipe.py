@@ -112,7 +112,8 @@ class Train:
     Learning rate: ``warmup_epochs`` linear warm-up from ``warmup_multiplier`` x, then cosine to 0, stepped per
     epoch. ``batch_size`` is per process; ``samples_per_epoch``: default the number of training items.
     Validation (AP@0.5 of the validation items) after the epochs of the reference's schedule, denser towards
-    the end (``validation_fraction`` x epochs validations, at least 10), or every ``validate_every`` epochs.
+    the end (``validation_fraction`` x epochs validations, at least 10), or every ``validate_every`` epochs and after
+    the last.
     ``stop_below_ap``: stop (as diverged) when validation AP is below it after epoch max(20, epochs / 4);
     0 disables. ``resume``: continue from ``output_dir/model_final.pt`` (epoch, optimizer, scheduler, scaler,
     best metric, RNG states). ``test``: after training, score the best model on the labelled testing items.

@@ -42,9 +42,9 @@ HISTORY_FIELDS = ("epoch", "lr", "train_loss", "val_ap", "train_seconds", "val_s
 
 def validation_epochs(epochs: int, every: int | None = None, fraction: float = 0.16) -> list[int]:
     """Epoch counts (1-based) after which to validate: the reference's ``schedule_validation_epochs``
-    (sine-spaced, denser towards the end, always the last epoch) or every ``every`` epochs."""
+    (sine-spaced, denser towards the end) or every ``every`` epochs; always after the last epoch."""
     if every is not None:
-        return [every] if every >= epochs else list(range(every, epochs + 1, every))
+        return sorted({*range(every, epochs + 1, every), epochs})
     x = (np.sin(np.linspace(0, np.pi / 2, max(10, int(fraction * epochs)))) * epochs).astype(int)
     x = np.cumsum(np.sort(np.diff(np.unique(x)))[::-1])
     x[-1] = epochs

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from attrs import validators as v
 from segment_anything.modeling import ImageEncoderViT
+from torch import nn
 
 from vista2d_core.errors import UserError
 
@@ -50,6 +51,7 @@ class SamOptions:
     weights: Path | None = attrs.field(default=None, metadata={"must_exist": True})
     resize_to: int | None = attrs.field(default=None, validator=v.optional(v.ge(0)))
     patch_size: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))
+    stem: Literal["patch", "conv"] = "patch"
     freeze: bool = False
 
 
@@ -59,7 +61,9 @@ class SamBackbone(ImageEncoderViT):
     ``resize_to``: every input is resized bilinearly to this square size first (the variant's native
     size when unset: 1024 for SAM variants, as the reference; 0 = never resize, positional embeddings
     are interpolated to the input's grid instead). ``weights``: an original SAM ``.pth`` (or a bare
-    encoder state dict). ``freeze``: no gradients for the encoder.
+    encoder state dict). ``stem``: ``"patch"`` (SAM's patch embedding) or ``"conv"`` (a small convolutional
+    stem, :class:`ConvStem`: trains faster from scratch, but SAM weights do not exist for it).
+    ``freeze``: no gradients for the encoder.
     """
 
     Options = SamOptions
@@ -82,6 +86,10 @@ class SamBackbone(ImageEncoderViT):
             window_size=spec.window_size,
             out_chans=self.out_channels,
         )
+        if options.stem == "conv":
+            if options.weights is not None:
+                raise UserError("backbone.stem = 'conv' has no SAM weights: drop backbone.weights or use stem = 'patch'")
+            self.patch_embed = ConvStem(patch, spec.embed_dim)
         self.options = options
         self.resize_to = spec.img_size if options.resize_to is None else options.resize_to
         self.stride = patch
@@ -105,6 +113,27 @@ class SamBackbone(ImageEncoderViT):
         for block in self.blocks:
             x = block(x)
         return self.neck(x.permute(0, 3, 1, 2))
+
+
+class ConvStem(nn.Sequential):
+    """Convolutional stem in place of the patch embedding ("Early convolutions help transformers see better",
+    Xiao et al. 2021): stride-2 3x3 convolutions with BatchNorm + ReLU down to the patch size, then a 1x1
+    projection; (B, 3, H, W) -> (B, H/p, W/p, embed_dim) like SAM's PatchEmbed."""
+
+    def __init__(self, patch: int, embed_dim: int) -> None:
+        steps = patch.bit_length() - 1
+        if patch != 1 << steps:
+            raise UserError(f"backbone.stem = 'conv' needs a power-of-two patch_size, got {patch}")
+        layers: list[nn.Module] = []
+        channels = 3
+        for i in range(steps):
+            out = embed_dim // (2 ** (steps - i))
+            layers += [nn.Conv2d(channels, out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            channels = out
+        super().__init__(*layers, nn.Conv2d(channels, embed_dim, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return super().forward(images).permute(0, 2, 3, 1)
 
 
 def load_sam_weights(encoder: torch.nn.Module, path: Path) -> None:

@@ -22,7 +22,7 @@ def test_two_ranks_share_the_inputs(tmp_path, rng):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
            "-m", "vista2d_core", "run", str(recipe)]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     outputs = sorted(p.name for p in (tmp_path / "out" / "predictions").iterdir())
     assert outputs == [f"img{i}_masks.tif" for i in range(5)]

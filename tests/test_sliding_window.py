@@ -1,5 +1,7 @@
 """The sliding window matches MONAI's sliding_window_inference window for window."""
 
+import itertools
+
 import pytest
 import torch
 
@@ -24,7 +26,7 @@ def test_matches_monai(shape, batch):
 def test_window_starts_cover_the_axis_flush_with_the_border():
     starts = window_starts(700, 256, 0.625)
     assert starts[0] == 0 and starts[-1] == 700 - 256
-    assert all(b - a <= 96 for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= 96 for a, b in itertools.pairwise(starts))
 
 
 def test_constant_blend_averages():

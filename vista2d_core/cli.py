@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -39,7 +38,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of 
 
 
 @app.command()
-def run(recipe: Path = typer.Argument(..., help="TOML recipe."), set_: Optional[list[str]] = _SET) -> None:
+def run(recipe: Path = typer.Argument(..., help="TOML recipe."), set_: list[str] | None = _SET) -> None:
     """Run a recipe: train, eval and/or infer, as its ``mode`` says."""
     from . import load_recipe
     from .runner import run as run_recipe
@@ -55,8 +54,8 @@ def segment(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="model.pt (official VISTA2D layout or ours)."),
     output: Path = typer.Option(Path("segmented"), "--output", "-o", help="Folder for the outputs."),
     writers: str = typer.Option("tiff", "--writers", "-w", help="Comma-separated writers: tiff,flows,overlay,rois,geojson."),
-    recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Take model/infer settings from this recipe."),
-    set_: Optional[list[str]] = _SET,
+    recipe: Path | None = typer.Option(None, "--recipe", "-r", help="Take model/infer settings from this recipe."),
+    set_: list[str] | None = _SET,
 ) -> None:
     """Segment images with a checkpoint: the shortcut for an infer recipe."""
     from .runner import run as run_recipe
@@ -68,7 +67,7 @@ def segment(
 
 
 @app.command()
-def plugins(kind: Optional[str] = typer.Argument(None, help="backbones, heads, readers, writers, ...")) -> None:
+def plugins(kind: str | None = typer.Argument(None, help="backbones, heads, readers, writers, ...")) -> None:
     """List installed plugins with their package, summary and, for broken ones, the reason."""
     from rich.console import Console
     from rich.markup import escape
@@ -93,11 +92,11 @@ def bench(
     batch_sizes: str = typer.Option("1,8", help="Comma-separated batch sizes for the model computation row."),
     repeats: int = typer.Option(10, min=1, help="Timed runs per measurement (medians are reported)."),
     warmup: int = typer.Option(2, min=0, help="Untimed runs before each measurement."),
-    image: Optional[Path] = typer.Option(None, help="Image for the end-to-end row (default: synthetic 512x512)."),
+    image: Path | None = typer.Option(None, help="Image for the end-to-end row (default: synthetic 512x512)."),
     end_to_end: bool = typer.Option(True, help="Measure the end-to-end row."),
-    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for torch (default: torch's choice)."),
+    threads: int | None = typer.Option(None, min=1, help="CPU threads for torch (default: torch's choice)."),
     output: Path = typer.Option(Path("bench.json"), "--output", "-o", help="JSON report."),
-    set_: Optional[list[str]] = _SET,
+    set_: list[str] | None = _SET,
 ) -> None:
     """Time runtimes on a recipe's model: model computation per tile and end to end per image."""
     from rich.console import Console
@@ -120,7 +119,7 @@ def bench(
 
 
 @recipe_app.command("check")
-def recipe_check(recipe: Path = typer.Argument(...), set_: Optional[list[str]] = _SET) -> None:
+def recipe_check(recipe: Path = typer.Argument(...), set_: list[str] | None = _SET) -> None:
     """Validate a recipe: every problem is listed with its dotted key."""
     from . import load_recipe
 
@@ -129,7 +128,7 @@ def recipe_check(recipe: Path = typer.Argument(...), set_: Optional[list[str]] =
 
 
 @recipe_app.command("show")
-def recipe_show(recipe: Path = typer.Argument(...), set_: Optional[list[str]] = _SET) -> None:
+def recipe_show(recipe: Path = typer.Argument(...), set_: list[str] | None = _SET) -> None:
     """Print the resolved recipe (defaults filled in, paths absolute) as TOML."""
     from . import dump_recipe, load_recipe
 

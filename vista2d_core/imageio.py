@@ -51,9 +51,8 @@ def read_image(path: Path) -> Image:
 def read_labels(path: Path) -> np.ndarray:
     """A label image as (H, W) int32 (first channel of multi-channel files, as the reference)."""
     data = read_image(path).data[0]
-    if not np.issubdtype(data.dtype, np.integer):
-        if np.any(data != np.round(data)):
-            raise UserError(f"{path}: a label image must hold whole numbers, got {data.dtype} values")
+    if not np.issubdtype(data.dtype, np.integer) and np.any(data != np.round(data)):
+        raise UserError(f"{path}: a label image must hold whole numbers, got {data.dtype} values")
     if data.min(initial=0) < 0:
         raise UserError(f"{path}: a label image cannot hold negative values")
     return data.astype(np.int32)

@@ -64,7 +64,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such checkpoint") from None
-    except Exception as exc:  # torch raises many types for broken or unsafe files
+    except Exception as exc:  # noqa: BLE001 (torch raises many types for broken or unsafe files)
         raise UserError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: not a checkpoint (expected a dict with 'state_dict')")

@@ -141,7 +141,7 @@ def load_sam_weights(encoder: torch.nn.Module, path: Path) -> None:
     state dict into ``encoder``, strictly; a mismatch names the missing and unexpected keys."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a broken file
+    except Exception as exc:  # noqa: BLE001 (torch raises many types for a broken file)
         raise UserError(f"{path}: cannot load SAM weights ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict):
         raise UserError(f"{path}: not a SAM state dict")

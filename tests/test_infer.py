@@ -95,3 +95,47 @@ def test_segmenter_api_on_arrays():
     labels = seg(image)
     assert labels.shape == (60, 300) and labels.dtype == np.uint16 and labels.max() > 0
     assert seg.logits(image).dtype == torch.float32
+
+
+def _equivariant(tiles: torch.Tensor) -> torch.Tensor:
+    """A stand-in network whose flows follow its input under flips: [x, d/dy x, d/dx x] of channel 0."""
+    x = tiles[:, 0]
+    dy, dx = torch.gradient(x, dim=(1, 2))
+    return torch.stack([x, dy, dx], dim=1)
+
+
+def test_flip_averaging_corrects_the_flow_signs():
+    from vista2d_core.segmenter import flip_averaged
+
+    tiles = torch.rand(2, 3, 24, 32)
+    calls = []
+
+    def counted(t: torch.Tensor) -> torch.Tensor:
+        calls.append(t.shape)
+        return _equivariant(t)
+
+    # an equivariant network is unchanged by test-time augmentation (wrong signs would cancel the flows)
+    assert torch.allclose(flip_averaged(counted)(tiles), _equivariant(tiles), atol=1e-6)
+    assert calls == [tiles.shape] * 4
+    # a network that ignores the flips: its constant flows average out, its cell probability stays
+    constant = flip_averaged(lambda t: torch.ones(t.shape[0], 3, *t.shape[2:]))(tiles)
+    assert torch.allclose(constant[:, 0], torch.ones(())) and constant[:, 1:].abs().max() < 1e-6
+
+
+def test_segmenter_tta_follows_the_recipe_unless_overridden():
+    from vista2d_core.segmenter import Segmenter
+
+    recipe = recipe_from_dict({"mode": "infer", "device": "cpu", "model": tiny_model_table(),
+                               "infer": {"tta": True, "roi_size": [64, 64]}})
+    net = build_model(recipe.model).eval()
+    image = np.random.default_rng(2).random((3, 64, 64)).astype(np.float32)
+    plain = Segmenter(recipe, model=net, tta=False).logits(image)
+    tta = Segmenter(recipe, model=net).logits(image)
+    with torch.no_grad():
+        x = Segmenter(recipe, model=net, tta=False).preprocess(image)
+        flips = [net(x), net(x.flip(-1)).flip(-1) * torch.tensor([1.0, 1.0, -1.0])[:, None, None]]
+        flips += [net(x.flip(-2)).flip(-2) * torch.tensor([1.0, -1.0, 1.0])[:, None, None]]
+        flips += [net(x.flip(-2, -1)).flip(-2, -1) * torch.tensor([1.0, -1.0, -1.0])[:, None, None]]
+    assert torch.allclose(plain, flips[0][0], atol=1e-5)
+    assert torch.allclose(tta, torch.stack(flips).mean(0)[0], atol=1e-5)
+    assert not torch.allclose(tta, plain, atol=1e-3)

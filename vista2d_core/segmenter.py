@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,12 @@ class Segmenter:
     """Segments images the way ``recipe`` says (``[model]``, ``[data]`` channels/percentiles, ``[infer]``).
 
     ``model``: an already built network (training passes its own); else built from ``recipe.model``.
+    ``tta``: overrides ``infer.tta`` (training validates without it, to keep validation cheap).
     """
 
-    def __init__(self, recipe: Recipe, model: torch.nn.Module | None = None, device: Any = None) -> None:
+    def __init__(
+        self, recipe: Recipe, model: torch.nn.Module | None = None, device: Any = None, tta: bool | None = None
+    ) -> None:
         self.recipe = recipe
         self.device = resolve_device(recipe.device) if device is None else torch.device(device)
         if model is None:
@@ -42,6 +46,8 @@ class Segmenter:
         self.postprocessor = infer.postprocessor.create()
         example = torch.zeros((infer.sw_batch_size, 3, *infer.roi_size), device=self.device)
         self._predict = self.runtime.prepare(self.model, example, recipe.model.checkpoint)
+        if infer.tta if tta is None else tta:
+            self._predict = flip_averaged(self._predict)
 
     @classmethod
     def from_recipe(
@@ -78,3 +84,22 @@ class Segmenter:
         labels = self.postprocessor(logits)
         kept = logits.cpu().numpy() if keep_logits else None
         return Prediction(labels=labels, image=image, logits=kept)
+
+
+_FLIPS = ((-2,), (-1,), (-2, -1))
+
+
+def flip_averaged(predict: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Test-time augmentation (cellpose's ``augment``): wrap a tiles (B, 3, h, w) -> logits callable so that
+    it returns the mean logits over the tiles and their 3 flips, each flipped back with the sign of its
+    flow components corrected (dY for vertical flips, dX for horizontal ones). 4x the model calls."""
+
+    def averaged(tiles: torch.Tensor) -> torch.Tensor:
+        total = predict(tiles).float()
+        for dims in _FLIPS:
+            out = predict(tiles.flip(dims)).float().flip(dims)
+            sign = torch.tensor([1.0, -1.0 if -2 in dims else 1.0, -1.0 if -1 in dims else 1.0], device=out.device)
+            total += out * sign[:, None, None]
+        return total / (1 + len(_FLIPS))
+
+    return averaged

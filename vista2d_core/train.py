@@ -266,12 +266,12 @@ class Trainer:
                 bar.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs} loss {total.item() / count:.4f}")
         return _mean_over_ranks(total.item(), count)
 
-    def _score(self, items: list[Item], description: str) -> float:
-        """Mean AP@0.5 over ``items`` (each rank scores its share)."""
+    def _score(self, items: list[Item], description: str, tta: bool = False) -> float:
+        """Mean AP@0.5 over ``items`` (each rank scores its share), test-time augmented when ``tta``."""
         from .evaluate import score_items
         from .segmenter import Segmenter
 
-        segmenter = Segmenter(self.recipe, model=self.net, device=self.device)
+        segmenter = Segmenter(self.recipe, model=self.net, device=self.device, tta=tta)
         scores = score_items(segmenter, distributed.shard(items), [0.5], description)
         per_image = [s.ap[0] for s in scores]
         self.net.train()
@@ -283,7 +283,7 @@ class Trainer:
         if best.is_file():
             load_checkpoint(self.net, best)
         labelled = [item for item in self.split.test if item.label is not None]
-        ap = self._score(labelled, "testing")
+        ap = self._score(labelled, "testing", tta=self.recipe.infer.tta)
         self._info("test AP@0.5 of %s: %.4f (%d images)", best.name, ap, len(labelled))
         if tracker:
             tracker.test(ap)

@@ -121,7 +121,7 @@ class Trainer:
             net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
         self.model = net
         params = [p for p in self.net.parameters() if p.requires_grad]
-        fused = self.device.type in ("cpu", "cuda")  # one kernel for all parameters: 3x faster steps on CPU
+        fused = self.device.type in ("cpu", "cuda")  # one kernel for all parameters (3x faster on CPU)
         if cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(
                 params, lr=cfg.learning_rate, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused

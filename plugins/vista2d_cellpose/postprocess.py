@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import attrs
@@ -65,13 +66,15 @@ class CellposePostprocessor(Postprocessor):
         from cellpose.dynamics import compute_masks
 
         o = self.options
-        return compute_masks(
-            logits[1:],
-            logits[0],
-            niter=o.niter,
-            cellprob_threshold=o.cellprob_threshold,
-            flow_threshold=o.flow_threshold,
-            min_size=o.min_size,
-            max_size_fraction=o.max_size_fraction,
-            device=device,
-        )
+        with warnings.catch_warnings():  # cellpose builds a sparse tensor; torch warns about its checks
+            warnings.filterwarnings("ignore", message="Sparse invariant checks", category=UserWarning)
+            return compute_masks(
+                logits[1:],
+                logits[0],
+                niter=o.niter,
+                cellprob_threshold=o.cellprob_threshold,
+                flow_threshold=o.flow_threshold,
+                min_size=o.min_size,
+                max_size_fraction=o.max_size_fraction,
+                device=device,
+            )

@@ -1,6 +1,7 @@
 """Infer mode end to end: mixed inputs, every writer, a corrupt file, the segment shortcut."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from PIL import Image as PILImage
 
 from vista2d_core.cli import main
 from vista2d_core.model import build_model, save_checkpoint
-from vista2d_core.recipe import recipe_from_dict, recipe_to_dict
+from vista2d_core.recipe import read_recipe_data, recipe_from_dict, recipe_to_dict
 
 POSTPROCESSOR = "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in UNTRAINED_POSTPROCESSOR.items()) + " }"
 WRITERS = ["tiff", "flows", "overlay", "rois", "geojson"]
@@ -68,7 +69,9 @@ def test_glob_and_missing_input_are_reported_and_the_rest_done(tmp_path, mixed_f
 
 
 def test_segment_shortcut_uses_the_checkpoint_config(tmp_path, mixed_folder, capsys):
-    recipe = recipe_from_dict({"mode": "infer", "model": tiny_model_table()})
+    recipe = recipe_from_dict({"mode": "infer", "model": tiny_model_table(resize_to=0, stem="conv"),
+                               "data": {"percentiles": [2.0, 98.0]},
+                               "infer": {"roi_size": [64, 64], "tta": True, "inputs": ["elsewhere.tif"]}})
     net = build_model(recipe.model)
     checkpoint = save_checkpoint(net, tmp_path / "model.pt", config=recipe_to_dict(recipe), epoch=1)
     code = main(
@@ -82,6 +85,11 @@ def test_segment_shortcut_uses_the_checkpoint_config(tmp_path, mixed_folder, cap
     assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == [
         "grey8.geojson", "grey8_masks.tif", "resolved_recipe.toml", "rgb.geojson", "rgb_masks.tif"
     ]
+    # segmented the way it was trained: backbone, normalisation, window and TTA from the checkpoint
+    used = read_recipe_data(tmp_path / "seg" / "resolved_recipe.toml")
+    assert used["model"]["backbone"]["stem"] == "conv" and used["data"]["percentiles"] == [2.0, 98.0]
+    assert used["infer"]["roi_size"] == [64, 64] and used["infer"]["tta"] is True
+    assert [Path(p).name for p in used["infer"]["inputs"]] == ["grey8.png", "rgb.jpg"]
 
 
 def test_segmenter_api_on_arrays():

@@ -8,17 +8,26 @@ from typing import Any
 from .model import read_checkpoint
 from .recipe import Recipe, apply_overrides, read_recipe_data, recipe_from_dict
 
+_DATA_KEYS = ("channels", "percentiles")
+_INFER_KEYS = ("roi_size", "overlap", "sw_batch_size", "blend", "tta", "runtime", "postprocessor")
 
-def model_table_from_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The ``[model]`` backbone/head tables a vista2d checkpoint was trained with (its ``config`` holds
-    the resolved recipe), or None for other checkpoints (e.g. the official MONAI one: vit_b defaults).
-    The backbone's ``weights`` entry is dropped: the checkpoint itself holds every weight."""
+
+def settings_from_checkpoint(path: Path) -> dict[str, Any]:
+    """The recipe tables a vista2d checkpoint was trained with (its ``config`` holds the resolved recipe):
+    ``model`` backbone/head, ``data`` channels/percentiles and the ``infer`` settings (window, runtime,
+    test-time augmentation, postprocessor); {} for other checkpoints (e.g. the official MONAI one: vit_b
+    defaults). The backbone's ``weights`` entry is dropped: the checkpoint itself holds every weight."""
     config = read_checkpoint(path).get("config")
     model = config.get("model") if isinstance(config, dict) else None
     if not (isinstance(model, dict) and isinstance(model.get("backbone"), dict)):
-        return None
+        return {}
     backbone = {k: v for k, v in model["backbone"].items() if k != "weights"}
-    return {"backbone": backbone, "head": model.get("head", {"name": "vista2d"})}
+    data, infer = config.get("data") or {}, config.get("infer") or {}
+    return {
+        "model": {"backbone": backbone, "head": model.get("head", {"name": "vista2d"})},
+        "data": {k: data[k] for k in _DATA_KEYS if k in data},
+        "infer": {k: infer[k] for k in _INFER_KEYS if k in infer},
+    }
 
 
 def segment_recipe(
@@ -31,16 +40,16 @@ def segment_recipe(
 ) -> Recipe:
     """An infer recipe for ``images`` with ``checkpoint``, writing ``writers`` into ``output``.
 
-    Model and infer settings come from ``recipe`` when given, else from the checkpoint's own config.
+    Model, data and infer settings come from ``recipe`` when given, else from the checkpoint's own config
+    (:func:`settings_from_checkpoint`); ``overrides`` (``--set``) apply last.
     Relative paths on the command line are relative to the current folder.
     """
     cwd = Path.cwd()
     data = read_recipe_data(recipe) if recipe else {}
     base = recipe.resolve().parent if recipe else cwd
-    model = data.setdefault("model", {})
     if recipe is None:
-        model.update(model_table_from_checkpoint(checkpoint.resolve()) or {})
-    model["checkpoint"] = str(checkpoint.resolve())
+        data.update(settings_from_checkpoint(checkpoint.resolve()))
+    data.setdefault("model", {})["checkpoint"] = str(checkpoint.resolve())
     data["mode"] = "infer"
     data["output_dir"] = str(output.resolve())
     infer = data.setdefault("infer", {})

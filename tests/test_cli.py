@@ -49,7 +49,7 @@ def test_check_reports_a_typo_in_one_line_with_exit_2(tmp_path, capsys):
 
 @pytest.mark.usefixtures("fake_plugins")
 def test_check_accepts_a_good_recipe_with_overrides(tmp_path, capsys):
-    recipe = write(tmp_path / "r.toml", 'mode = ["train", "infer"]\n')
+    recipe = write(tmp_path / "r.toml", 'mode = ["train", "infer"]\n[data.synthetic]\n')
     assert main(["recipe", "check", str(recipe), "--set", "train.epochs=2"]) == 0
     assert capsys.readouterr().out == f"{recipe}: ok (train -> infer)\n"
     assert main(["recipe", "check", str(recipe), "--set", "train.epochs=two"]) == 2

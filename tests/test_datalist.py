@@ -65,17 +65,38 @@ def test_quick_mode_takes_8_and_7(tmp_path):
     assert len(split.train) == 8 and len(split.val) == 7
 
 
-def test_every_bad_file_is_reported_at_once(tmp_path):
-    split = read_datalist(Datalist(_write(tmp_path, n_train=3)), fold=0)
+def test_every_bad_file_is_reported_at_once_one_line_each_with_its_datalist(tmp_path):
+    datalist = Datalist(_write(tmp_path, n_train=4))
+    split = read_datalist(datalist, fold=0)
     (tmp_path / "img1.tif").unlink()
     (tmp_path / "lab2.tif").write_bytes(b"")
-    items = [*split.train, Item(tmp_path / "notes.txt", None)]
+    (tmp_path / "img3.tif").write_bytes(b"II*\x00" + bytes(range(256)) * 4)  # a corrupt TIFF: not only missing files
+    items = [*split.train, *split.val, Item(tmp_path / "notes.txt", None)]
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(UserError) as err:
-        check_files(items)
-    message = str(err.value)
-    assert "3 data file(s)" in message and "img1.tif: no such file" in message
-    assert "lab2.tif: empty file" in message and "notes.txt: no reader" in message
+        check_files(items, [datalist])
+    header, *lines = str(err.value).splitlines()
+    assert header == "4 data file problem(s):"
+    assert len(lines) == 4 and all(line.endswith(f"(in {datalist.path})") for line in lines), lines
+    by_file = {line.split(":")[0]: line for line in lines}
+    assert "no such file" in by_file[str(tmp_path / "img1.tif")]
+    assert "empty file" in by_file[str(tmp_path / "lab2.tif")]
+    assert "cannot read image" in by_file[str(tmp_path / "img3.tif")]
+    assert "no reader for '.txt'" in by_file[str(tmp_path / "notes.txt")]
+
+
+def test_check_files_reports_labels_that_do_not_fit_and_measures_the_objects(tmp_path):
+    from conftest import disk_labels
+
+    datalist = Datalist(_write(tmp_path, n_train=2, size=(48, 48)))
+    items = read_datalist(datalist, fold=0).train
+    for item in items:
+        tifffile.imwrite(item.label, disk_labels(size=48, centers=((10, 10), (30, 32)), radius=5))
+    diameter = check_files(items, [datalist])
+    assert 9.0 < diameter < 11.0  # disks of radius 5: cellpose's diameter (sqrt of the area / pi, x2)
+    tifffile.imwrite(items[0].label, np.zeros((8, 8), np.uint16))
+    with pytest.raises(UserError, match=r"labels of shape \(8, 8\) do not fit image"):
+        check_files(items, [datalist])
 
 
 @pytest.mark.parametrize("content, expected", [

@@ -205,7 +205,7 @@ def test_relative_paths_resolve_against_the_recipe_folder(tmp_path, monkeypatch)
     )
     monkeypatch.chdir(tmp_path / "recipes/lists")  # the working folder must not matter
     recipe = load_recipe(write(tmp_path / "recipes/r.toml", text))
-    assert recipe.output_dir == tmp_path / "recipes/../runs/r"
+    assert recipe.output_dir == tmp_path / "runs/r"  # normalised: no recipes/../
     assert recipe.data.datalists[0].path == tmp_path / "recipes/lists/a.json"
     assert recipe.data.datalists[0].basedir == tmp_path / "images"
 

@@ -266,7 +266,7 @@ class Bench:
             marks = [time.perf_counter()]
             source = read_image(image)
             marks.append(time.perf_counter())
-            logits = segmenter.logits(source.data)
+            logits = segmenter.logits(source.data, axes="CYX")
             _sync(device)
             marks.append(time.perf_counter())
             labels = segmenter.postprocessor(logits)

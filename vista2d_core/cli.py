@@ -39,7 +39,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of 
 
 @app.command()
 def run(recipe: Path = typer.Argument(..., help="TOML recipe."), set_: list[str] | None = _SET) -> None:
-    """Run a recipe: train, eval and/or infer, as its ``mode`` says."""
+    """Run a recipe: train, eval and/or infer, as the recipe's mode says."""
     from . import load_recipe
     from .runner import run as run_recipe
 
@@ -53,7 +53,9 @@ def segment(
     images: list[str] = typer.Argument(..., help="Image files, globs or folders."),
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="model.pt (official VISTA2D layout or ours)."),
     output: Path = typer.Option(Path("segmented"), "--output", "-o", help="Folder for the outputs."),
-    writers: str = typer.Option("tiff", "--writers", "-w", help="Comma-separated writers: tiff,flows,overlay,rois,geojson."),
+    writers: str | None = typer.Option(
+        None, "--writers", "-w", help="Comma-separated writers: tiff,flows,overlay,rois,geojson [default: tiff]."
+    ),
     recipe: Path | None = typer.Option(None, "--recipe", "-r", help="Take model/infer settings from this recipe."),
     set_: list[str] | None = _SET,
 ) -> None:
@@ -61,7 +63,8 @@ def segment(
     from .runner import run as run_recipe
     from .segment import segment_recipe
 
-    status = run_recipe(segment_recipe(images, checkpoint, output, writers.split(","), recipe, set_ or []))
+    chosen = writers.split(",") if writers is not None else None
+    status = run_recipe(segment_recipe(images, checkpoint, output, chosen, recipe, set_ or []))
     if status:
         raise typer.Exit(status)
 
@@ -122,8 +125,10 @@ def bench(
 def recipe_check(recipe: Path = typer.Argument(...), set_: list[str] | None = _SET) -> None:
     """Validate a recipe: every problem is listed with its dotted key."""
     from . import load_recipe
+    from .recipe import check_stages
 
     loaded = load_recipe(recipe, set_ or [])
+    check_stages(loaded)
     typer.echo(f"{recipe}: ok ({' -> '.join(loaded.mode)})")
 
 

@@ -116,21 +116,45 @@ def load_split(data: Data, datalists: Sequence[Datalist] | None = None) -> Split
     return Split(train, val, test)
 
 
-def check_files(items: Sequence[Item]) -> None:
-    """Raise one UserError listing every image or label file that is missing, empty, unreadable or of a
-    type no reader accepts."""
-    problems = []
-    for path in dict.fromkeys(p for item in items for p in (item.image, item.label) if p is not None):
-        if not path.is_file():
-            problems.append(f"{path}: no such file")
-        elif not os.access(path, os.R_OK):
-            problems.append(f"{path}: not readable")
-        elif path.stat().st_size == 0:
-            problems.append(f"{path}: empty file")
-        elif not is_image_file(path):
-            problems.append(f"{path}: no reader for '{path.suffix}' files")
+def check_files(items: Sequence[Item], datalists: Sequence[Datalist] = ()) -> float | None:
+    """Read every image and label file of ``items`` once, before any work starts; raise one UserError with a
+    line per problem (missing, empty, unreadable, corrupt, no reader for the type, labels that are not whole
+    non-negative numbers or do not fit their image), each naming its datalist (``datalists[item.source]``).
+    Return the median object diameter (px) of the label images, as cellpose measures it (None: no objects)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cellpose.utils import diameters
+
+    from .progress import progress_bar
+
+    def check(item: Item) -> tuple[list[str], float | None]:
+        where = f" (in {datalists[item.source].path})" if item.source < len(datalists) else ""
+        problems, shape, diameter = [], None, None
+        for path, is_label in ((item.image, False), (item.label, True)):
+            if path is None:
+                continue
+            try:
+                if is_label:
+                    labels = read_labels(path)
+                    if shape is not None and labels.shape != shape:
+                        problems.append(f"{path}: labels of shape {labels.shape} do not fit image {item.image} "
+                                        f"of shape {shape}{where}")
+                    if labels.any():
+                        diameter = float(diameters(labels)[0])
+                else:
+                    shape = read_image(path).data.shape[1:]
+            except UserError as exc:
+                problems.append(f"{str(exc).removesuffix('.')}{where}")
+        return problems, diameter
+
+    unique = list({(item.image, item.label): item for item in items}.values())
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool, progress_bar() as bar:
+        results = list(bar.track(pool.map(check, unique), total=len(unique), description="checking data files"))
+    problems = [line for found, _ in results for line in found]
     if problems:
-        raise UserError(f"{len(problems)} data file(s) cannot be used: " + "; ".join(problems))
+        raise UserError(f"{len(problems)} data file problem(s):\n" + "\n".join(problems))
+    sizes = [d for _, d in results if d]
+    return float(np.median(sizes)) if sizes else None
 
 
 def sample_weights(items: Sequence[Item]) -> torch.Tensor:

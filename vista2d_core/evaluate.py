@@ -60,7 +60,7 @@ def score_items(segmenter: Any, items: Sequence[Item], thresholds: Sequence[floa
         for item in bar.track(items, description=description):
             if item.label is None:
                 raise UserError(f"{item.image}: this testing item has no 'label': cannot score it")
-            pred = segmenter(read_image(item.image).data)
+            pred = segmenter.predict(read_image(item.image)).labels
             true = read_labels(item.label)
             if true.shape != pred.shape:
                 raise UserError(f"{item.label}: label shape {true.shape} differs from its image's {pred.shape}")
@@ -89,7 +89,7 @@ def evaluate(recipe: Recipe) -> dict[str, Any]:
     items = load_split(recipe.data, datalists).test
     if not items:
         raise UserError("data.datalists: no testing items to evaluate")
-    check_files(items)
+    check_files(items, datalists)
     thresholds = recipe.eval.iou_thresholds
     scores = score_items(Segmenter(recipe, device=device), distributed.shard(items), thresholds, "evaluating")
     scores = distributed.gather(scores)
@@ -103,11 +103,15 @@ def evaluate(recipe: Recipe) -> dict[str, Any]:
 
 def print_table(results: dict[str, Any]) -> None:
     """The per-datalist AP table on the terminal."""
-    from rich.table import Table
+    import os
 
-    table = Table("datalist", "images", *[f"AP@{t:g}" for t in results["thresholds"]], title="evaluation")
+    from rich.table import Column, Table
+
+    table = Table(Column("datalist", overflow="fold"), "images", *[f"AP@{t:g}" for t in results["thresholds"]],
+                  title="evaluation")
     for row in results["datalists"]:
-        table.add_row(row["datalist"], str(row["images"]), *[f"{a:.4f}" for a in row["ap"]])
+        name = os.path.relpath(row["datalist"]) if row["datalist"].startswith(os.getcwd() + os.sep) else row["datalist"]
+        table.add_row(name, str(row["images"]), *[f"{a:.4f}" for a in row["ap"]])
     table.add_row("overall", str(len(results["images"])), *[f"{a:.4f}" for a in results["overall"]], style="bold")
     console.print(table)
 

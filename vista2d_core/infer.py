@@ -32,28 +32,43 @@ class InferSummary:
     failures: list[tuple[str, str]] = attrs.Factory(list)
 
 
+# Name endings of label images and of outputs (ours and cellpose's): never inputs found by a glob or folder.
+OUTPUT_ENDINGS = ("_masks", "_cp_masks", "_cp_output", "_flows", "_cellprob", "_overlay", "_rois", "_labels")
+
+
+def is_output_or_label(path: Path) -> bool:
+    """Whether ``path``'s name marks a label image or a segmentation output (``t000_masks.tif``, ...)."""
+    return path.stem.lower().endswith(OUTPUT_ENDINGS) or path.suffix.lower() in (".geojson", ".zip")
+
+
 def expand_inputs(patterns: list[str], base_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
     """Files, globs (``**`` recursive) and folders (their readable images) -> (sorted unique paths,
-    problems). Relative patterns resolve against ``base_dir``."""
+    problems). Relative patterns resolve against ``base_dir``. Globs and folders skip label images and
+    outputs (:data:`OUTPUT_ENDINGS`, as cellpose does); a file named on its own is always taken."""
     paths: list[Path] = []
     problems: list[tuple[str, str]] = []
+    skipped = 0
     for pattern in patterns:
         full = Path(pattern).expanduser()
         full = full if full.is_absolute() else base_dir / full
-        if glob.has_magic(str(full)):
-            matches = [Path(p) for p in sorted(glob.glob(str(full), recursive=True)) if Path(p).is_file()]
-            paths += matches or []
-            if not matches:
-                problems.append((pattern, "no file matches this pattern"))
-        elif full.is_dir():
-            found = sorted(p for p in full.iterdir() if p.is_file() and is_image_file(p))
-            paths += found
-            if not found:
-                problems.append((pattern, "no readable image in this folder"))
+        if glob.has_magic(str(full)) or full.is_dir():
+            if glob.has_magic(str(full)):
+                found = [Path(p) for p in sorted(glob.glob(str(full), recursive=True)) if Path(p).is_file()]
+                empty = "no file matches this pattern"
+            else:
+                found = sorted(p for p in full.iterdir() if p.is_file() and is_image_file(p))
+                empty = "no readable image in this folder"
+            kept = [p for p in found if not is_output_or_label(p)]
+            skipped += len(found) - len(kept)
+            paths += kept
+            if not kept:
+                problems.append((pattern, empty + (" (only label images or outputs)" if found else "")))
         elif full.is_file():
             paths.append(full)
         else:
             problems.append((pattern, "no such file or folder"))
+    if skipped:
+        log.info("skipped %d label or output file(s) (names ending in _masks, _flows, ...)", skipped)
     return list(dict.fromkeys(paths)), problems
 
 
@@ -67,8 +82,7 @@ def infer_inputs(recipe: Recipe) -> tuple[list[Path], list[tuple[str, str]]]:
     """The images a recipe's infer stage segments: ``infer.inputs`` or, when empty, the datalists'
     testing items."""
     if recipe.infer.inputs:
-        base = recipe.source.parent if recipe.source else Path.cwd()
-        return expand_inputs(recipe.infer.inputs, base)
+        return expand_inputs(recipe.infer.inputs, recipe.source.parent if recipe.source else Path.cwd())
     from .datalist import load_split
 
     items = load_split(recipe.data).test

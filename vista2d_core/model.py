@@ -58,10 +58,16 @@ def clean_state_dict(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint file safely (``weights_only=True``); a bare state dict is wrapped."""
+def read_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint file safely (``weights_only=True``); a bare state dict is wrapped. ``mmap``: map
+    the tensors instead of reading them (cheap when only the config is wanted)."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError:  # mmap needs the zip format: legacy files are read whole
+            if not mmap:
+                raise
+            data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such checkpoint") from None
     except Exception as exc:  # noqa: BLE001 (torch raises many types for broken or unsafe files)
@@ -71,6 +77,31 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if "state_dict" not in data:
         data = {"state_dict": data}
     return data
+
+
+_DATA_KEYS = ("channels", "percentiles")
+_INFER_KEYS = ("roi_size", "overlap", "sw_batch_size", "blend", "tta", "runtime", "postprocessor")
+
+
+def settings_from_checkpoint(path: Path) -> dict[str, Any]:
+    """The recipe tables a vista2d checkpoint was trained with (its ``config`` holds the resolved recipe):
+    ``model`` backbone/head/diameter, ``data`` channels/percentiles and the ``infer`` settings (window, runtime,
+    test-time augmentation, postprocessor); {} for other checkpoints (e.g. the official MONAI one: vit_b
+    defaults). The backbone's ``weights`` entry is dropped: the checkpoint itself holds every weight."""
+    config = read_checkpoint(path, mmap=True).get("config")
+    model = config.get("model") if isinstance(config, dict) else None
+    if not (isinstance(model, dict) and isinstance(model.get("backbone"), dict)):
+        return {}
+    backbone = {k: v for k, v in model["backbone"].items() if k != "weights"}
+    data, infer = config.get("data") or {}, config.get("infer") or {}
+    settings = {"backbone": backbone, "head": model.get("head", {"name": "vista2d"})}
+    if model.get("diameter"):
+        settings["diameter"] = model["diameter"]
+    return {
+        "model": settings,
+        "data": {k: data[k] for k in _DATA_KEYS if k in data},
+        "infer": {k: infer[k] for k in _INFER_KEYS if k in infer},
+    }
 
 
 def load_checkpoint(net: nn.Module, path: Path) -> dict[str, Any]:

@@ -2,13 +2,16 @@
 
 Supported field types: bool, int, float, str, Path, Literal[...], X | None, list[X], tuple[X, ...],
 tuple[X, Y], dict[str, Any], nested attrs classes, and :class:`Component` (a plugin name plus its
-options, validated against the plugin's own ``Options``). Path fields resolve against ``base_dir``;
-a field with ``metadata={"must_exist": True}`` must name an existing file or folder.
+options, validated against the plugin's own ``Options``). Path fields resolve against ``base_dir``
+(strings typed on the command line, :class:`CommandLineText`, against the current folder) and are
+normalised (no ``..``); a field with ``metadata={"must_exist": True}`` must name an existing file or
+folder, and a str field with ``metadata={"path_pattern": True}`` (file globs) resolves like a path.
 Validators declared on the fields run too, and their messages are reported with the field's path.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import types
 import typing
@@ -48,7 +51,18 @@ def component(kind: str, name: str, **options: Any) -> Any:
     )
 
 
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}
+class CommandLineText(str):
+    """A string typed on the command line (``--set``): as a path it is relative to the current folder."""
+
+
+def resolve_path(value: str | Path, base_dir: Path | None) -> Path:
+    """``value`` as an absolute, normalised path: ``~`` expanded; relative to ``base_dir`` (the current
+    folder for :class:`CommandLineText` or when ``base_dir`` is None)."""
+    p = Path(value).expanduser()
+    if not p.is_absolute():
+        p = (Path.cwd() if base_dir is None or isinstance(value, CommandLineText) else base_dir) / p
+    return Path(os.path.normpath(p))
+
 
 
 def _describe(value: Any) -> str:
@@ -133,16 +147,16 @@ def _convert(tp: Any, value: Any, path: str, ctx: _Ctx, meta: dict) -> Any:
     if tp is str:
         if not isinstance(value, str):
             ctx.fail(path, f"expected a string, got {_describe(value)}")
-        return value
+            return value
+        return str(resolve_path(value, ctx.base_dir)) if meta.get("path_pattern") else str(value)
     if tp is Path:
         if not isinstance(value, (str, Path)):
             ctx.fail(path, f"expected a path, got {_describe(value)}")
             return value
-        p = Path(value).expanduser()
-        if ctx.base_dir is not None and not p.is_absolute():
-            p = ctx.base_dir / p
+        p = resolve_path(value, ctx.base_dir) if ctx.base_dir is not None or isinstance(value, CommandLineText) \
+            else Path(value).expanduser()
         if meta.get("must_exist") and not p.exists():
-            ctx.fail(path, f"no such file: {p}")
+            ctx.fail(path, f"no such file: {p}{meta.get('hint', '')}")
         return p
     raise TypeError(f"options.structure: unsupported field type {tp!r} at {path}")
 

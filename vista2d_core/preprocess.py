@@ -14,6 +14,35 @@ import numpy as np
 
 from .errors import UserError
 
+_AXES = {"YX": None, "CYX": (0, 1, 2), "YXC": (2, 0, 1)}
+
+
+def channels_first(data: np.ndarray, axes: str | None = None) -> np.ndarray:
+    """An image array -> (C, H, W) (2-D stays (H, W)). ``axes`` names its layout: "YX", "CYX" or "YXC"
+    ("S", a pixel's samples, counts as "C"). Without it a 3-D array is "YXC" when its last axis has at most
+    4 entries and its first more (RGB(A) as Pillow, imageio and tifffile give it), "CYX" the other way
+    round, else ambiguous: a UserError that names the shape and says to pass ``axes``."""
+    data = np.asarray(data)
+    if axes is not None:
+        key = axes.upper().replace("S", "C")
+        if key not in _AXES or len(key) != data.ndim:
+            raise UserError(f"axes={axes!r} does not fit an array of shape {data.shape} "
+                            f"(use one of {', '.join(k for k in _AXES if len(k) == data.ndim) or 'YX, CYX, YXC'})")
+        order = _AXES[key]
+        return data if order is None else data.transpose(order)
+    if data.ndim == 2:
+        return data
+    if data.ndim == 3:
+        first, last = data.shape[0], data.shape[-1]
+        if last <= 4 < first:
+            return data.transpose(2, 0, 1)
+        if first <= 4 < last:
+            return data
+        raise UserError(f"cannot tell the axes of an array of shape {data.shape}: pass axes=\"CYX\" "
+                        f"(channels first) or axes=\"YXC\" (channels last)")
+    raise UserError(f"expected one 2-D or 3-D image, got an array of shape {data.shape} "
+                    f"(several images: pass a list of arrays)")
+
 
 def select_channels(data: np.ndarray, channels: Sequence[int] | None = None) -> np.ndarray:
     """(C, H, W) (or (H, W)) -> (3, H, W) by the reference's channel rules, after picking ``channels``."""

@@ -17,7 +17,7 @@ import attrs
 from attrs import validators as v
 
 from .errors import RecipeError, UserError
-from .options import Component, component, structure, unstructure
+from .options import CommandLineText, Component, component, resolve_path, structure, unstructure
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,13 +38,24 @@ class Datalist:
     basedir: Path | None = None
 
 
+CHECKPOINT_HINT = (
+    " (train one with recipes/quickstart.toml, or download the official VISTA2D model.pt: docs/models.md)"
+)
+
+
 @attrs.define
 class Model:
-    """The network: backbone + head, optionally initialised from a checkpoint (official VISTA2D layout)."""
+    """The network: backbone + head, optionally initialised from a checkpoint (official VISTA2D layout).
 
-    checkpoint: Path | None = attrs.field(default=None, metadata={"must_exist": True})
+    A vista2d checkpoint carries the settings it was trained with; they fill in what the recipe leaves
+    unset.
+    """
+
+    checkpoint: Path | None = attrs.field(default=None, metadata={"must_exist": True, "hint": CHECKPOINT_HINT})
     backbone: Component = component("backbones", "sam")
     head: Component = component("heads", "vista2d")
+    diameter: float | None = attrs.field(default=None, validator=v.optional(_positive))
+    """Median object diameter (px) of the training labels; training records it, ``infer.diameter`` uses it."""
 
 
 @attrs.define
@@ -148,9 +159,12 @@ class Infer:
 
     ``tta``: test-time augmentation, each tile's logits averaged over its 4 flips (flows sign-corrected), as
     cellpose's ``augment``: 4x the model time, usually a few points of AP. Training validates without it.
+    Object size: ``scale`` resamples each image by this factor before the model (2.0 for objects half the
+    size the model was trained on); or ``diameter``, your objects' typical diameter in pixels, sets the
+    factor to ``model.diameter / diameter`` (cellpose's ``diameter``). Results come at the image's size.
     """
 
-    inputs: list[str] = attrs.Factory(list)
+    inputs: list[str] = attrs.field(factory=list, metadata={"path_pattern": True})
     runtime: Component = component("runtimes", "eager")
     postprocessor: Component = component("postprocessors", "cellpose")
     writers: list[Component] = attrs.field(
@@ -162,6 +176,8 @@ class Infer:
     sw_batch_size: int = attrs.field(default=1, validator=_positive)
     blend: Literal["gaussian", "constant"] = "gaussian"
     tta: bool = False
+    scale: float = attrs.field(default=1.0, validator=_positive)
+    diameter: float = attrs.field(default=0.0, validator=v.ge(0.0))
     output_subdir: str = "predictions"
 
 
@@ -199,8 +215,19 @@ class Recipe:
     source: Path | None = attrs.field(default=None, metadata={"internal": True})
 
 
+def _typed_on_command_line(value: Any) -> Any:
+    if isinstance(value, str):
+        return CommandLineText(value)
+    if isinstance(value, list):
+        return [_typed_on_command_line(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _typed_on_command_line(v) for k, v in value.items()}
+    return value
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.epochs=3"`` -> (["train", "epochs"], 3): the value is parsed as TOML, else kept a string."""
+    """``"train.epochs=3"`` -> (["train", "epochs"], 3): the value is parsed as TOML, else kept a string.
+    Strings come back as :class:`CommandLineText`: as paths they are relative to the current folder."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise UserError(f"--set {text!r}: expected key.path=value, e.g. --set train.epochs=3")
@@ -208,11 +235,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
-    return [part.strip() for part in key.split(".")], value
+    return [part.strip() for part in key.split(".")], _typed_on_command_line(value)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each ``key.path=value`` in the nested dict ``data`` (in place; returned for chaining)."""
+    """Set each ``key.path=value`` in the nested dict ``data`` (in place; returned for chaining).
+
+    Setting a component's ``name`` to another plugin starts that component from the new plugin's
+    defaults: the old plugin's options from the file are dropped (options given by earlier overrides stay).
+    """
+    typed: set[tuple[str, ...]] = set()
     for text in overrides:
         keys, value = parse_override(text)
         node = data
@@ -223,8 +255,43 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(child, dict):
                 raise UserError(f"--set {text!r}: {'.'.join(keys[: i + 1])} is not a table")
             node = child
+        if keys[-1] == "name" and node.get("name", value) != value:
+            for option in [k for k in node if (*keys[:-1], k) not in typed]:
+                del node[option]
         node[keys[-1]] = value
+        typed.add(tuple(keys))
     return data
+
+
+def merge_tables(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid on ``base``, table by table (a new dict). A component table (one with ``name``) that
+    names another plugin replaces the base's table whole; lists and values replace."""
+    if "name" in over and base.get("name", over["name"]) != over["name"]:
+        return dict(over)
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, str) and isinstance(out.get(key), dict) and "name" in out[key]:
+            value = {"name": value}  # a component given by name only
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_tables(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def with_checkpoint_settings(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """The recipe ``data`` laid over the settings its ``model.checkpoint`` was trained with, if that is a
+    vista2d checkpoint (see :func:`vista2d_core.model.settings_from_checkpoint`); else ``data`` as it is."""
+    model = data.get("model")
+    checkpoint = model.get("checkpoint") if isinstance(model, dict) else None
+    if not isinstance(checkpoint, str):
+        return data
+    path = resolve_path(checkpoint, base_dir)
+    if not path.is_file():
+        return data  # reported as a missing file by the structuring
+    from .model import settings_from_checkpoint
+
+    return merge_tables(settings_from_checkpoint(path), data)
 
 
 def _structure_recipe(data: dict[str, Any], base_dir: Path, source: str) -> Recipe:
@@ -232,14 +299,39 @@ def _structure_recipe(data: dict[str, Any], base_dir: Path, source: str) -> Reci
     data.pop("source", None)
     if "mode" in data and isinstance(data["mode"], str):
         data["mode"] = [data["mode"]]
+    data = with_checkpoint_settings(data, base_dir)
     try:
         recipe = structure(Recipe, data, base_dir=base_dir)
     except RecipeError as exc:
         raise RecipeError(exc.problems, source) from None
     recipe.source = base_dir / source if source != "recipe" else None
+    problems = []
     if not recipe.mode:
-        raise RecipeError(["mode: expected at least one of train, eval, infer"], source)
+        problems.append("mode: expected at least one of train, eval, infer")
+    if recipe.infer.diameter and recipe.model.diameter is None:
+        problems.append("infer.diameter: the model's own object diameter is unknown: set model.diameter "
+                        "(median diameter in px of the objects it was trained on) or use infer.scale instead")
+    if recipe.infer.diameter and recipe.infer.scale != 1.0:
+        problems.append("infer.scale: give infer.scale or infer.diameter, not both")
+    if problems:
+        raise RecipeError(problems, source)
     return recipe
+
+
+def check_stages(recipe: Recipe) -> None:
+    """RecipeError naming what the recipe's stages need and the recipe does not give (data to train or
+    evaluate on, images to segment), with the key to set. ``vista2d run`` and ``recipe check`` call it."""
+    has_data = bool(recipe.data.datalists) or recipe.data.synthetic is not None
+    problems = []
+    for stage, what in (("train", "training items"), ("eval", "labelled testing items")):
+        if stage in recipe.mode and not has_data:
+            problems.append(f"data.datalists: mode {stage} needs {what}: give at least one datalist "
+                            f"(data.datalists = [{{ path = \"datalist.json\" }}]) or a [data.synthetic] table")
+    if "infer" in recipe.mode and not recipe.infer.inputs and not has_data:
+        problems.append("infer.inputs: nothing to segment: give files, globs or folders "
+                        "(infer.inputs = [\"images/\"]) or datalists with testing items")
+    if problems:
+        raise RecipeError(problems, str(recipe.source) if recipe.source else "recipe")
 
 
 def read_recipe_data(path: str | Path) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import logging
 
 import attrs
 
-from .recipe import Recipe, write_resolved
+from .recipe import Recipe, check_stages, write_resolved
 
 log = logging.getLogger("vista2d")
 
@@ -15,6 +15,7 @@ def run(recipe: Recipe) -> int:
     """Run every stage of ``recipe.mode``; return 0, or 1 when some input images failed."""
     from .distributed import is_main_process
 
+    check_stages(recipe)
     if is_main_process():
         write_resolved(recipe, recipe.output_dir)
     status = 0

@@ -1,27 +1,51 @@
 """``Segmenter``: one recipe's model, runtime, sliding window and postprocessor, as a callable.
 
-    seg = Segmenter.from_recipe("recipes/quickstart.toml")
-    labels = seg(array)          # (H, W) or (C, H, W) array -> (H, W) uint16 labels
+    seg = Segmenter.from_checkpoint("runs/quickstart/model.pt")   # the checkpoint's own settings
+    labels = seg(array)          # (H, W), (C, H, W) or (H, W, C) array -> (H, W) uint16 labels
+    result = seg.segment(array)  # labels, cell probability and flows together
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .distributed import resolve_device
 from .interfaces import Image, Prediction
 from .model import build_model
-from .preprocess import normalize
+from .preprocess import channels_first, normalize
 from .recipe import Recipe, load_recipe, recipe_from_dict
 from .sliding_window import sliding_window
 
 log = logging.getLogger("vista2d")
+
+Images = np.ndarray | Sequence[np.ndarray]
+
+
+@attrs.define
+class Segmentation:
+    """One image's result: ``labels`` (H, W) uint16 (uint32 above 65535 objects) and ``logits`` (3, H, W)
+    float32 ``[cellprob logit, dY, dX]`` (flows x5, cellpose's ``dP`` convention)."""
+
+    labels: np.ndarray
+    logits: np.ndarray
+
+    @property
+    def cellprob(self) -> np.ndarray:
+        """(H, W) cell probability in [0, 1] (sigmoid of the logit)."""
+        return 1.0 / (1.0 + np.exp(-self.logits[0]))
+
+    @property
+    def flows(self) -> np.ndarray:
+        """(2, H, W) flows ``[dY, dX]`` as the network gives them (x5, as cellpose's ``dP``)."""
+        return self.logits[1:]
 
 
 class Segmenter:
@@ -29,6 +53,8 @@ class Segmenter:
 
     ``model``: an already built network (training passes its own); else built from ``recipe.model``.
     ``tta``: overrides ``infer.tta`` (training validates without it, to keep validation cheap).
+    Arrays may be (H, W), (C, H, W) or (H, W, C) (see :func:`~vista2d_core.preprocess.channels_first`;
+    ``axes="CYX"``/``"YXC"`` says which when the shape cannot); a list of arrays gives a list of results.
     """
 
     def __init__(
@@ -42,12 +68,15 @@ class Segmenter:
             model = build_model(recipe.model)
         self.model = model.to(self.device).eval()
         infer = recipe.infer
+        self.scale = image_scale(recipe)
         self.runtime = infer.runtime.create()
         self.postprocessor = infer.postprocessor.create()
         example = torch.zeros((infer.sw_batch_size, 3, *infer.roi_size), device=self.device)
         self._predict = self.runtime.prepare(self.model, example, recipe.model.checkpoint)
         if infer.tta if tta is None else tta:
             self._predict = flip_averaged(self._predict)
+            if tta is None:
+                log.info("test-time augmentation on (infer.tta): 4x the model time; --set infer.tta=false is faster")
 
     @classmethod
     def from_recipe(
@@ -60,30 +89,69 @@ class Segmenter:
             recipe = load_recipe(recipe, overrides)
         return cls(recipe, device=device)
 
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: str | Path, overrides: list[str] | None = None, device: Any = None
+    ) -> Segmenter:
+        """From a checkpoint alone, as ``vista2d segment -c`` does: a vista2d checkpoint brings its backbone,
+        normalisation and ``[infer]`` settings (the official one: ViT-B at 1024); ``overrides``
+        (``"infer.tta=false"``, ...) change them."""
+        from .recipe import apply_overrides
+
+        data = apply_overrides({"mode": "infer", "model": {"checkpoint": str(checkpoint)}}, overrides or [])
+        return cls(recipe_from_dict(data), device=device)
+
     def preprocess(self, data: np.ndarray) -> torch.Tensor:
         """(C, H, W) or (H, W) array -> (1, 3, H, W) float32 tensor in [0, 1] on the device."""
         d = self.recipe.data
         return torch.from_numpy(normalize(np.asarray(data), d.channels, d.percentiles))[None].to(self.device)
 
     @torch.inference_mode()
-    def logits(self, data: np.ndarray) -> torch.Tensor:
-        """(C, H, W) or (H, W) array -> (3, H, W) float32 logits [cellprob, dY, dX] on the device."""
+    def _logits(self, data: np.ndarray) -> torch.Tensor:
+        """(C, H, W) or (H, W) array -> (3, H, W) float32 logits on the device (resampled by ``scale``)."""
         infer = self.recipe.infer
         image = self.preprocess(data)
-        return sliding_window(
+        size = image.shape[-2:]
+        if self.scale != 1.0:
+            image = F.interpolate(image, scale_factor=self.scale, mode="bilinear", antialias=self.scale < 1)
+        logits = sliding_window(
             image, self._predict, tuple(infer.roi_size), infer.overlap, infer.sw_batch_size, infer.blend
-        )[0]
+        )
+        if logits.shape[-2:] != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear")
+        return logits[0]
 
-    def __call__(self, data: np.ndarray) -> np.ndarray:
-        """(C, H, W) or (H, W) array -> (H, W) uint16 labels (uint32 above 65535 objects)."""
-        return self.postprocessor(self.logits(data))
+    def logits(self, data: np.ndarray, axes: str | None = None) -> torch.Tensor:
+        """One image array -> (3, H, W) float32 logits ``[cellprob logit, dY, dX]`` on the device."""
+        return self._logits(channels_first(data, axes))
+
+    def segment(self, data: Images, axes: str | None = None) -> Segmentation | list[Segmentation]:
+        """Labels and logits (cell probability, flows) of one image array, or of each in a list."""
+        if isinstance(data, (list, tuple)):
+            return [self.segment(d, axes) for d in data]
+        logits = self.logits(data, axes)
+        return Segmentation(self.postprocessor(logits), logits.float().cpu().numpy())
+
+    def __call__(self, data: Images, axes: str | None = None) -> np.ndarray | list[np.ndarray]:
+        """One image array -> (H, W) uint16 labels (uint32 above 65535 objects); a list -> a list."""
+        if isinstance(data, (list, tuple)):
+            return [self(d, axes) for d in data]
+        return self.postprocessor(self.logits(data, axes))
 
     def predict(self, image: Image, keep_logits: bool = False) -> Prediction:
-        """Segment a reader's Image; keep the float32 logits for writers that need them."""
-        logits = self.logits(image.data)
+        """Segment a reader's Image ((C, H, W) data); keep the float32 logits for writers that need them."""
+        logits = self._logits(image.data)
         labels = self.postprocessor(logits)
         kept = logits.cpu().numpy() if keep_logits else None
         return Prediction(labels=labels, image=image, logits=kept)
+
+
+def image_scale(recipe: Recipe) -> float:
+    """The factor images are resampled by before the model: ``infer.scale``, or with ``infer.diameter``
+    the model's object diameter over the images' (cellpose's ``diam_mean / diameter``)."""
+    if recipe.infer.diameter:
+        return recipe.model.diameter / recipe.infer.diameter
+    return recipe.infer.scale
 
 
 _FLIPS = ((-2,), (-1,), (-2, -1))

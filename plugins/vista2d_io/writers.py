@@ -194,10 +194,11 @@ class RoisWriter(Writer):
     def write(self, prediction: Prediction, out_dir: Path, stem: str) -> list[Path]:
         import roifile
 
-        rois = [
-            roifile.ImagejRoi.frompoints(points, name=str(label))
-            for label, points in outer_contours(prediction.labels).items()
-        ]
+        rois = []
+        for label, points in outer_contours(prediction.labels).items():
+            roi = roifile.ImagejRoi.frompoints(points, name=str(label))
+            roi.roitype = roifile.ROI_TYPE.POLYGON  # a vertex list (frompoints says freehand)
+            rois.append(roi)
         target = Path(out_dir) / f"{stem}_rois.zip"
         with atomic_path(target) as tmp:
             roifile.roiwrite(tmp, rois, mode="w")

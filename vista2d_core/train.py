@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import attrs
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from . import distributed
 from .augment import Augmenter
-from .datalist import Item, TrainDataset, TrainSampler, check_files, load_split, sample_weights
+from .datalist import Item, TrainDataset, TrainSampler, check_files, load_split, resolve_datalists, sample_weights
 from .errors import UserError
 from .files import atomic_write_text
 from .model import build_model, load_checkpoint, read_checkpoint, save_checkpoint
@@ -84,10 +85,13 @@ class Trainer:
         if not self.runtime.can_train:
             raise UserError(f"train.runtime: '{self.cfg.runtime.name}' cannot train (use eager or amp)")
         self.loss = self.cfg.loss.create()
-        self.split = load_split(recipe.data)
+        datalists = resolve_datalists(recipe.data)
+        self.split = load_split(recipe.data, datalists)
         if not self.split.train:
             raise UserError(f"data: no training items (all items are in validation fold {recipe.data.fold}?)")
-        check_files(self.split.train + self.split.val + self.split.test)
+        diameter = check_files(self.split.train + self.split.val + self.split.test, datalists)
+        if recipe.model.diameter is None and diameter:  # saved with the model, for infer.diameter
+            self.recipe = recipe = attrs.evolve(recipe, model=attrs.evolve(recipe.model, diameter=round(diameter, 1)))
         self.seen: list[int] = []
         self.history: list[dict[str, Any]] = []
         self.best_metric, self.best_epoch, self.start_epoch = -1.0, -1, 0
@@ -157,7 +161,11 @@ class Trainer:
         self.history = list(state["history"])
         self.mlflow_run = state.get("mlflow_run")
         _set_rng_state(state["rng"][distributed.rank()] if distributed.rank() < len(state["rng"]) else state["rng"][0])
-        self._info("resuming after epoch %d (best AP %.4f at epoch %d)", state["epoch"], self.best_metric, self.best_epoch)
+        best = f"best AP@0.5 {self.best_metric:.4f} at epoch {self.best_epoch + 1}" if self.best_epoch >= 0 else "not validated yet"
+        self._info("resuming after epoch %d of %d (%s)", state["epoch"] + 1, self.cfg.epochs, best)
+        if self.start_epoch >= self.cfg.epochs:
+            log.warning("train.resume: %s has finished all %d epochs: nothing to train (raise train.epochs to go on)",
+                        self.out / "model_final.pt", self.cfg.epochs)
 
     def _loader(self) -> DataLoader:
         cfg, data = self.cfg, self.recipe.data
@@ -219,7 +227,7 @@ class Trainer:
             self._save(epoch, improved or not self.split.val, ap, rng)
             if tracker:
                 tracker.epoch(row)
-        shown = f"val AP@0.5 {ap:.4f} (best {self.best_metric:.4f} at {self.best_epoch})" if ap is not None else ""
+        shown = f"val AP@0.5 {ap:.4f} (best {self.best_metric:.4f} at epoch {self.best_epoch + 1})" if ap is not None else ""
         self._info("epoch %d/%d loss %.4f lr %.2e %.1fs %s", epoch + 1, self.cfg.epochs, loss, lr,
                  row["epoch_seconds"], shown)
         if ap is not None and hopeless(epoch, self.cfg.epochs, ap, self.cfg.stop_below_ap):

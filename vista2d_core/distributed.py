@@ -65,6 +65,18 @@ def shard(items: Sequence[T]) -> list[T]:
     return list(items[rank() :: world_size()])
 
 
+def broadcast_buffers(module: Any, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers (BatchNorm running statistics) of ``module`` to every rank, in place.
+    DDP broadcasts them at the start of each forward, so after the last training step each rank still
+    holds its own update; this makes them identical (a collective; a no-op in a single process)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=src)
+
+
 def gather(values: Any) -> list[Any]:
     """Every rank's ``values`` in rank order: lists are concatenated, anything else is one entry per rank.
     A collective (all ranks must call it); without a process group, just this process's values."""

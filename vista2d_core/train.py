@@ -5,8 +5,10 @@ in the official layout ``{"state_dict", "config", "epoch", "best_metric"}``, ato
 also carries ``"train_state"`` (optimizer, scheduler, scaler, history, RNG states) so that
 ``train.resume = true`` continues bit-identically. ``train.log`` and ``history.csv`` log the run.
 Under torchrun: DDP (NCCL on GPU, gloo on CPU), SyncBatchNorm on CUDA, each rank a share of every epoch,
-rank 0 logs and saves. The sampler and the augmentations are re-seeded from (seed, epoch, rank) every
-epoch, so their state never needs saving; the global RNGs (python, numpy, torch, CUDA) are saved.
+rank 0 logs and saves; after every epoch's training steps, rank 0's buffers (BatchNorm running statistics)
+are broadcast, so every rank validates and ends with identical parameters and buffers. The sampler and the
+augmentations are re-seeded from (seed, epoch, rank) every epoch, so their state never needs saving; the
+global RNGs (python, numpy, torch, CUDA) are saved.
 """
 
 from __future__ import annotations
@@ -23,14 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import attrs
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from . import distributed
 from .augment import Augmenter
-from .datalist import Item, TrainDataset, TrainSampler, check_files, load_split, resolve_datalists, sample_weights
+from .datalist import (
+    Item,
+    TrainDataset,
+    TrainSampler,
+    check_files,
+    load_split,
+    resolve_datalists,
+    sample_weights,
+)
 from .errors import UserError
 from .files import atomic_write_text
 from .model import build_model, load_checkpoint, read_checkpoint, save_checkpoint
@@ -272,6 +281,9 @@ class Trainer:
                 total += loss.detach().double().cpu() * len(images)
                 count += len(images)
                 bar.update(task, advance=1, description=f"epoch {epoch + 1}/{cfg.epochs} loss {total.item() / count:.4f}")
+        # DDP syncs gradients, so parameters agree; buffers (BatchNorm running statistics) it only broadcasts
+        # from rank 0 before each forward: after the last step every rank would keep its own update.
+        distributed.broadcast_buffers(self.net)
         return _mean_over_ranks(total.item(), count)
 
     def _score(self, items: list[Item], description: str, tta: bool = False) -> float:

@@ -33,11 +33,14 @@ RECIPES_INTRO = """# Recipe reference
 
 A recipe is a TOML file; `vista2d recipe check FILE` validates it and `vista2d recipe show FILE` prints
 it with every default filled in. Unknown keys, wrong types, bad values and missing files are all reported
-at once, each with its dotted key. Relative paths resolve against the recipe's folder. A plugin field takes
+at once, each with its dotted key. Relative paths resolve against the recipe's folder (typed with `--set`:
+against the current folder). A plugin field takes
 a name (`runtime = "amp"`) or a table with `name` and the plugin's own options
 (`runtime = { name = "amp", dtype = "bfloat16" }`); a table without `name` sets options of the default plugin.
 `vista2d plugins KIND` lists the installed names. Any value can be overridden on the command line with
-`--set key.path=value` (a TOML value, else a string).
+`--set key.path=value` (a TOML value, else a string); `--set infer.postprocessor.name=other` starts
+that plugin from its own defaults. A vista2d checkpoint named in `model.checkpoint` fills in the settings
+the recipe leaves unset (docs/models.md).
 
 This page is generated from `vista2d_core/recipe.py` by `python docs/gen_reference.py`.
 """

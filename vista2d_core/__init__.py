@@ -6,8 +6,8 @@ One obvious function per action::
     v2d.available("postprocessors")                # names, without importing plugins
     recipe = v2d.load_recipe("recipes/quickstart.toml", ["train.epochs=3"])
     v2d.run(recipe)                                # train / eval / infer, as the recipe's mode says
-    seg = v2d.Segmenter.from_recipe("recipes/quickstart.toml")
-    labels = seg(image)                            # (H, W) or (C, H, W) array -> uint16 labels
+    seg = v2d.Segmenter.from_checkpoint("runs/quickstart/model.pt")   # with the settings it was trained with
+    labels = seg(image)                            # (H, W), (C, H, W) or (H, W, C) array -> uint16 labels
 
 Heavy modules (torch, cellpose) are imported on first use.
 """

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from cellpose.metrics import average_precision
 from conftest import tiny_model_table, write_recipe
+from torch._dynamo.eval_frame import OptimizedModule
+from torch._dynamo.utils import counters
 from vista2d_runtimes.amp import AmpOptions, AmpRuntime
 from vista2d_runtimes.compile import CompileOptions, CompileRuntime
 from vista2d_runtimes.tensorrt import (
@@ -77,10 +79,15 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"model": model, "image": image, "labels": labels, "recipe_path": recipe_path}
 
 
+def _segmenter(fitted: dict, runtime: str, *more: str) -> Segmenter:
+    """A Segmenter of the fitted model with the recipe's runtime changed by one ``--set``."""
+    recipe = load_recipe(fitted["recipe_path"], [f"infer.runtime.name={runtime}", *more])
+    return Segmenter(recipe, model=fitted["model"])
+
+
 def _segment(fitted: dict, runtime: str, *more: str) -> tuple[torch.Tensor, np.ndarray]:
     """Logits and labels of the fitted model with the recipe's runtime changed by one ``--set``."""
-    recipe = load_recipe(fitted["recipe_path"], [f"infer.runtime.name={runtime}", *more])
-    segmenter = Segmenter(recipe, model=fitted["model"])
+    segmenter = _segmenter(fitted, runtime, *more)
     logits = segmenter.logits(fitted["image"])
     return logits, segmenter.postprocessor(logits)
 
@@ -149,7 +156,13 @@ def test_amp_float16_trains_with_a_grad_scaler() -> None:
 
 @pytest.mark.slow
 def test_compile_matches_eager_after_a_one_line_runtime_change(fitted: dict, eager: tuple) -> None:
-    logits, labels = _segment(fitted, "compile")
+    counters.clear()
+    segmenter = _segmenter(fitted, "compile")
+    # it really compiled: dynamo captured a graph, and the segmenter runs the compiled module
+    assert counters["stats"]["unique_graphs"] >= 1
+    assert isinstance(segmenter._predict, OptimizedModule) and segmenter._predict._orig_mod is fitted["model"]
+    logits = segmenter.logits(fitted["image"])
+    labels = segmenter.postprocessor(logits)
     worst, _ = _relative_diff(eager[0], logits)
     assert worst.max() <= COMPILE_MAX, worst
     _assert_same_masks(eager[1], labels)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from typing import Any
 
 import attrs
 import pytest
@@ -71,7 +72,18 @@ def test_adamw_accumulation_and_mixed_precision_train(tmp_path):
     data = tiny_recipe_data(tmp_path / "run", tmp_path / "data", epochs=1, optimizer="adamw", grad_accumulation=2,
                             batch_size=1, runtime={"name": "amp", "dtype": "bfloat16"}, test=False)
     trainer = Trainer(recipe_from_dict(data))
-    trainer.fit()
+    dtypes: set[torch.dtype] = set()  # of the linear layers' outputs in training steps
+
+    def record(module: torch.nn.Module, inputs: Any, output: Any) -> None:
+        if module.training and isinstance(module, torch.nn.Linear):
+            dtypes.add(output.dtype)
+
+    hook = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        trainer.fit()
+    finally:
+        hook.remove()
+    assert dtypes == {torch.bfloat16}  # the training steps ran under the runtime's autocast
     assert isinstance(trainer.optimizer, torch.optim.AdamW)
     assert len(trainer.seen) == 4  # 4 training items, one per step
     assert trainer.optimizer.state_dict()["state"][0]["step"] == 2  # 4 micro-batches, 2 optimizer steps

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import tiny_model_table
 
 from vista2d_core.errors import UserError
@@ -34,10 +35,13 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
 
 
 def test_ddp_and_compile_prefixes_are_accepted(tmp_path):
-    net = tiny_net()
-    state = {f"module._orig_mod.{k}": v for k, v in net.state_dict().items()}
+    torch.manual_seed(3)
+    source, target = tiny_net(), tiny_net()
+    state = {f"module._orig_mod.{k}": v for k, v in source.state_dict().items()}
     torch.save({"state_dict": state}, tmp_path / "m.pt")
-    load_checkpoint(tiny_net(), tmp_path / "m.pt")
+    load_checkpoint(target, tmp_path / "m.pt")
+    loaded = target.state_dict()
+    assert all(torch.equal(tensor, loaded[key]) for key, tensor in source.state_dict().items())
 
 
 def test_mismatched_checkpoint_lists_keys(tmp_path):
@@ -73,9 +77,24 @@ def test_sam_weights_of_another_variant_are_refused(tmp_path):
 
 
 def test_native_resolution_interpolates_positional_embeddings():
+    """At native resolution a 128 px input makes a 16x16 token grid, and vit_t's positional embeddings are
+    for 32x32: the first block must see the patch embedding plus the embeddings resized bicubically."""
+    torch.manual_seed(4)
     net = tiny_net(resize_to=0).eval()
+    encoder = net.model.image_encoder
     with torch.no_grad():
-        assert net(torch.rand(1, 3, 128, 128)).shape == (1, 3, 128, 128)
+        encoder.pos_embed.normal_()  # SAM initialises them to zeros, which no test could tell from none
+    seen: list[torch.Tensor] = []
+    hook = encoder.blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        assert net(x).shape == (1, 3, 128, 128)
+        tokens = encoder.patch_embed(x)
+    hook.remove()
+    assert tokens.shape[1:3] == (16, 16) and encoder.pos_embed.shape[1:3] == (32, 32)
+    grid = encoder.pos_embed.detach().permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, size=(16, 16), mode="bicubic").permute(0, 2, 3, 1)
+    torch.testing.assert_close(seen[0] - tokens, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_freeze_stops_encoder_gradients():

@@ -37,12 +37,16 @@ def recipe(path, **infer):
 
 
 def test_same_logits_as_cellsamwrapper(official):
+    """At 320 px, where every step runs: resize to 1024, encoder, head (256 px out), resize back to 320
+    (256 px inputs skip the last resize; the sliding-window test below covers them)."""
     ref, path = official
     ours = build_model(recipe(path).model).eval()
-    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(1, 3, 320, 320, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        diff = (ours(x) - ref(x)).abs().max().item()
-    assert diff <= 1e-4
+        expected = ref(x)
+        logits = ours(x)
+    assert logits.shape == expected.shape == (1, 3, 320, 320)
+    assert (logits - expected).abs().max().item() <= 1e-4
 
 
 def test_infer_path_matches_reference_pipeline(official, tmp_path, rng):

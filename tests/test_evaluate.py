@@ -2,6 +2,8 @@
 
 import csv
 import json
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ from conftest import UNTRAINED_POSTPROCESSOR, disk_labels, write_recipe
 
 from vista2d_core.cli import main
 from vista2d_core.evaluate import average_precision
+from vista2d_core.imageio import read_image
+from vista2d_core.interfaces import Image, Prediction
 
 
 def test_average_precision_definition():
@@ -53,6 +57,57 @@ def test_eval_mode_writes_table_json_and_csv(tmp_path, rng, capsys):
     rows = list(csv.reader((tmp_path / "out" / "eval.csv").open()))
     assert rows[0] == ["scope", "name", "images", "ap@0.5", "ap@0.75", "ap@0.9"]
     assert [r[0] for r in rows[1:]] == ["image"] * 3 + ["datalist"] * 2 + ["overall"]
+
+
+def _key(data: np.ndarray) -> bytes:
+    return np.ascontiguousarray(data).tobytes()
+
+
+def oracle(predictions: dict[bytes, np.ndarray]) -> type:
+    """A stand-in Segmenter class that answers each image (by its pixels) with the given labels."""
+
+    class Oracle:
+        def __init__(self, recipe: Any, *args: Any, **kwargs: Any) -> None:
+            self.recipe = recipe
+
+        def __call__(self, data: np.ndarray, **kwargs: Any) -> np.ndarray:
+            return predictions[_key(data)]
+
+        def predict(self, image: Image, keep_logits: bool = False, **kwargs: Any) -> Prediction:
+            return Prediction(predictions[_key(image.data)], image, None)
+
+    return Oracle
+
+
+def test_eval_gives_the_known_ap_end_to_end(tmp_path, rng, monkeypatch):
+    """Datalist a: 2 images predicted perfectly (AP 1 at every threshold). Datalist b: 1 image whose second
+    disk is predicted with radius 9 for 10 (IoU 0.80: a match at 0.5 and 0.75, at 0.9 a miss and a false
+    object, AP 1/3). Overall is the mean of the datalists' means: 2/3 at 0.9 (7/9 over the images)."""
+    a = make_datalist(tmp_path, "a", 2, rng)
+    b = make_datalist(tmp_path, "b", 1, rng)
+    predictions = {}
+    for image in ("a/img0.tif", "a/img1.tif", "b/img0.tif"):
+        labels = tifffile.imread(tmp_path / image.replace(".tif", "_masks.tif"))
+        if image.startswith("b/"):
+            labels[labels == 2] = 0
+            labels[disk_labels(96, ((60, 64),), radius=9) > 0] = 2
+        predictions[_key(read_image(tmp_path / image).data)] = labels
+    monkeypatch.setattr("vista2d_core.segmenter.Segmenter", oracle(predictions))
+    recipe = write_recipe(tmp_path / "eval.toml", "eval", data={"datalists": [{"path": str(a)}, {"path": str(b)}]})
+    assert main(["run", str(recipe)]) == 0
+
+    results = json.loads((tmp_path / "out" / "eval.json").read_text())
+    scores = {Path(r["image"]).relative_to(tmp_path).as_posix(): r["ap"] for r in results["images"]}
+    expected = {"a/img0.tif": [1.0, 1.0, 1.0], "a/img1.tif": [1.0, 1.0, 1.0], "b/img0.tif": [1.0, 1.0, 1 / 3]}
+    assert scores.keys() == expected.keys()
+    for image, ap in expected.items():
+        assert scores[image] == pytest.approx(ap), image
+    assert [r["ap"] for r in results["datalists"]] == [pytest.approx([1.0, 1.0, 1.0]), pytest.approx([1.0, 1.0, 1 / 3])]
+    assert results["overall"] == pytest.approx([1.0, 1.0, 2 / 3])
+    rows = {(r[0], r[1]): [float(v) for v in r[3:]] for r in csv.reader((tmp_path / "out" / "eval.csv").open())
+            if r[0] != "scope"}
+    assert rows[("image", str(tmp_path / "b" / "img0.tif"))] == pytest.approx([1.0, 1.0, 1 / 3])
+    assert rows[("overall", "")] == pytest.approx([1.0, 1.0, 2 / 3])
 
 
 def test_eval_reports_missing_label_files(tmp_path, rng, capsys):

@@ -44,7 +44,9 @@ def test_folder_of_mixed_files_with_one_corrupt(tmp_path, mixed_folder, capsys):
     code = main(["run", str(infer_recipe(tmp_path, ["images"]))])
     err = capsys.readouterr().err
     assert code == 1
-    assert "broken.tif" in err and err.count("broken.tif") >= 1
+    broken = mixed_folder / "broken.tif"
+    assert f"error: {broken}: cannot read image: " in err  # the file and why it failed, where it failed
+    assert f"1 input(s) failed: {broken}" in err  # and in the summary
     out = tmp_path / "out" / "predictions"
     stems = ["grey8", "rgb", "two16", "float", "rgb16"]
     for stem in stems:

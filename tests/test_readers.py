@@ -118,12 +118,15 @@ def test_bmp_rgb(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("mode", "channels"), [("L", 1), ("RGB", 3)])
 @pytest.mark.parametrize("suffix", [".jpg", ".jpeg"])
 def test_jpeg(tmp_path: Path, mode: str, channels: int, suffix: str) -> None:
+    """A flat colour survives JPEG within a few grey levels, in RGB order (or as its luma when grey)."""
     data = np.full((H, W, 3), (200, 100, 50), np.uint8)
     path = tmp_path / f"image{suffix}"
     PILImage.fromarray(data).convert(mode).save(path)
     image = pillow_reader().read(path)
     assert image.data.dtype == np.uint8
     assert image.data.shape == (channels, H, W)
+    expected = [124] if mode == "L" else [200, 100, 50]  # luma: 0.299 R + 0.587 G + 0.114 B
+    assert np.abs(image.data.astype(int) - np.array(expected)[:, None, None]).max() <= 3
 
 
 def test_palette_becomes_rgb_or_grey(tmp_path: Path) -> None:
@@ -140,11 +143,17 @@ def test_palette_becomes_rgb_or_grey(tmp_path: Path) -> None:
 
 
 def test_grey_alpha_and_bilevel_become_grey(tmp_path: Path) -> None:
-    PILImage.fromarray(random((H, W, 2), np.uint8)).save(tmp_path / "la.png")
-    assert pillow_reader().read(tmp_path / "la.png").data.shape == (1, H, W)
-    PILImage.fromarray(random((H, W), np.uint8) > 127).save(tmp_path / "bilevel.png")
+    """Grey+alpha keeps the grey values (the alpha is dropped); bilevel becomes 0 and 255."""
+    grey_alpha = random((H, W, 2), np.uint8)
+    PILImage.fromarray(grey_alpha).save(tmp_path / "la.png")
+    image = pillow_reader().read(tmp_path / "la.png")
+    assert image.data.shape == (1, H, W) and image.data.dtype == np.uint8
+    np.testing.assert_array_equal(image.data[0], grey_alpha[..., 0])
+    bits = random((H, W), np.uint8) > 127
+    PILImage.fromarray(bits).save(tmp_path / "bilevel.png")
     image = pillow_reader().read(tmp_path / "bilevel.png")
     assert image.data.shape == (1, H, W) and image.data.dtype == np.uint8
+    np.testing.assert_array_equal(image.data[0], bits * np.uint8(255))
 
 
 def _write_valid(reader: str, path: Path) -> None:

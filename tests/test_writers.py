@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -53,20 +54,41 @@ def test_writers_load_through_the_registry() -> None:
     assert v2d.load("writers", "flows").needs_logits
 
 
-@pytest.mark.parametrize(
-    ("name", "filename"),
-    [
-        ("tiff", "image_masks.tif"),
-        ("flows", "image_flows.tif"),
-        ("overlay", "image_overlay.png"),
-        ("rois", "image_rois.zip"),
-        ("geojson", "image.geojson"),
-    ],
-)
+FILE_NAMES = [
+    ("tiff", "image_masks.tif"),
+    ("flows", "image_flows.tif"),
+    ("overlay", "image_overlay.png"),
+    ("rois", "image_rois.zip"),
+    ("geojson", "image.geojson"),
+]
+
+
+@pytest.mark.parametrize(("name", "filename"), FILE_NAMES)
 def test_file_names_and_no_temporary_files(tmp_path: Path, name: str, filename: str) -> None:
     out_dir = tmp_path / "out"  # created by the writer
     assert write(name, make_prediction(), out_dir) == [out_dir / filename]
     assert [p.name for p in out_dir.iterdir()] == [filename]
+
+
+@pytest.mark.parametrize(("name", "filename"), FILE_NAMES)
+def test_every_writer_replaces_its_target_atomically(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, filename: str
+) -> None:
+    """The file appears by one rename of a temporary file beside it: until then the old file is intact."""
+    target = tmp_path / filename
+    target.write_bytes(b"old")
+    renames: list[tuple[Path, Path, bytes]] = []
+    real_replace = os.replace
+
+    def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+        renames.append((Path(src), Path(dst), Path(dst).read_bytes()))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert write(name, make_prediction(), tmp_path) == [target]
+    ((src, dst, before),) = renames
+    assert dst == target and src.parent == tmp_path and src.name.startswith(".") and before == b"old"
+    assert target.read_bytes() != b"old" and [p.name for p in tmp_path.iterdir()] == [filename]
 
 
 @pytest.mark.parametrize(

@@ -159,11 +159,39 @@ def test_generated_docs_are_up_to_date():
         assert path.read_text() == text, f"{path.name} is out of date: run python docs/gen_reference.py"
 
 
-def test_ci_runs_the_readme_test_command():
+README_TEST_COMMAND = 'pip install -e ".[dev]" && pytest -q'
+
+# Stand-ins for .ci/run's tools: `python3 -m venv DIR` makes a venv whose pip and pytest only log their
+# arguments (pytest then exits with $FAKE_PYTEST_EXIT), so the script runs for real in a second.
+FAKE_PYTHON3 = r"""#!/usr/bin/env bash
+[[ "$1 $2" == "-m venv" ]] || exit 99
+mkdir -p "$3/bin"
+echo "export PATH=\"$3/bin:\$PATH\"" > "$3/bin/activate"
+printf '#!/usr/bin/env bash\necho "pip $*" >> "$FAKE_LOG"\n' > "$3/bin/pip"
+printf '#!/usr/bin/env bash\necho "pytest $*" >> "$FAKE_LOG"\nexit "$FAKE_PYTEST_EXIT"\n' > "$3/bin/pytest"
+chmod +x "$3/bin/pip" "$3/bin/pytest"
+"""
+
+
+def test_readme_has_the_test_command():
+    assert f"\n{README_TEST_COMMAND}\n" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("pytest_exit", [0, 1, 5])
+def test_ci_script_runs_the_readme_command_and_passes_its_status_on(tmp_path, pytest_exit):
+    """.ci/run executes (not only prints) the README's install and test command in a fresh venv, and fails
+    exactly when pytest fails or collects nothing (exit 5)."""
     ci = ROOT / ".ci/run"
     assert os.access(ci, os.X_OK)
-    command = subprocess.run(
-        [ci, "--print-command"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert command == 'pip install -e ".[dev]" && pytest -q'
-    assert f"\n{command}\n" in (ROOT / "README.md").read_text()
+    printed = subprocess.run([ci, "--print-command"], capture_output=True, text=True, check=True).stdout
+    assert printed.strip() == README_TEST_COMMAND
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    write(bin_dir / "python3", FAKE_PYTHON3).chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "TMPDIR": str(tmp_path),
+           "FAKE_LOG": str(log), "FAKE_PYTEST_EXIT": str(pytest_exit)}
+    result = subprocess.run([ci], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == pytest_exit, result.stderr
+    assert log.read_text().splitlines() == ["pip install -e .[dev]", "pytest -q"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("vista2d-ci")] == []  # venv removed

@@ -150,7 +150,7 @@ MUTANTS = [
     Mutant("resume-without-rng", "resume: the global RNG states are saved but not restored",
            "vista2d_core/train.py",
            "        _set_rng_state(state", "        (lambda _: None)(state",
-           ("tests/test_resume.py",)),
+           ("tests/test_resume.py::test_resume_restores_the_global_rngs",)),
     # 12. .ci/run
     Mutant("ci-skips-install", ".ci/run: runs pytest without the README's install step",
            ".ci/run", 'bash -euo pipefail -c "$command"', 'bash -euo pipefail -c "pytest -q"',
@@ -211,7 +211,8 @@ def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, 
     except subprocess.TimeoutExpired:
         return -1, [], f"timed out after {timeout:.0f} s"
     lines = result.stdout.splitlines()
-    failed = [line.split()[1] for line in lines if line.startswith(("FAILED ", "ERROR "))]
+    summary = next((i for i, line in enumerate(lines) if "short test summary info" in line), len(lines))
+    failed = [line.split()[1] for line in lines[summary:] if line.startswith(("FAILED ", "ERROR "))]
     return result.returncode, failed, "\n".join(lines[-15:])
 
 

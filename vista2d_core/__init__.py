@@ -14,7 +14,13 @@ Heavy modules (torch, cellpose) are imported on first use.
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# Idle OpenMP threads sleep instead of spinning (read when torch loads, so set before it is imported): on a
+# CPU shared with other work, spinning threads waiting for a descheduled peer made training steps up to
+# 10x slower. Set OMP_WAIT_POLICY yourself to choose otherwise.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import RecipeError, UserError
 from .recipe import Recipe, dump_recipe, load_recipe, recipe_from_dict

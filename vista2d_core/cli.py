@@ -6,7 +6,6 @@ User errors (bad recipe, missing file, unknown plugin) print one line and exit w
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -142,9 +141,6 @@ def recipe_show(recipe: Path = typer.Argument(...), set_: list[str] | None = _SE
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
-    # Idle OpenMP threads sleep instead of spinning (read when torch loads): on a CPU shared with other
-    # work, spinning threads waiting for a descheduled peer made training steps up to 10x slower.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     if debug:  # accepted anywhere: the root callback parses it before the command

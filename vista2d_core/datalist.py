@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, Sampler
 from . import distributed
 from .augment import pad_crop
 from .errors import UserError
-from .imageio import is_image_file, read_image, read_labels
+from .imageio import read_image, read_labels
 from .preprocess import normalize
 from .recipe import Data, Datalist
 

@@ -64,7 +64,6 @@ def resolve_path(value: str | Path, base_dir: Path | None) -> Path:
     return Path(os.path.normpath(p))
 
 
-
 def _describe(value: Any) -> str:
     if isinstance(value, str):
         return f'"{value}"'

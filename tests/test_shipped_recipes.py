@@ -1,4 +1,5 @@
-"""Every recipe in recipes/ is valid; the only problems allowed are model files a user downloads or trains."""
+"""Every recipe in recipes/ is valid; the only problems allowed are model files a user downloads or trains
+(and the real images beside the repository, where this checkout has none)."""
 
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from vista2d_core.errors import RecipeError
 from vista2d_core.recipe import load_recipe
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
+REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
@@ -16,7 +18,8 @@ def test_recipe_is_valid(path):
     try:
         load_recipe(path)
     except RecipeError as exc:
-        others = [p for p in exc.problems if "no such file" not in p or not p.startswith("model.")]
+        allowed = ("model.",) if REALDATA.is_dir() else ("model.", "data.datalists[0].path")
+        others = [p for p in exc.problems if "no such file" not in p or not p.startswith(allowed)]
         assert not others, others
 
 

@@ -125,7 +125,7 @@ def test_missing_training_files_are_reported_before_training(tmp_path):
     (folder / "images" / "test_000.png").unlink(missing_ok=True)
     (folder / "images" / "test_000.tif").unlink(missing_ok=True)
     recipe = attrs.evolve(recipe, data=attrs.evolve(recipe.data, synthetic=None, datalists=datalists))
-    with pytest.raises(UserError, match=r"2 data file\(s\).*train_001_masks.tif.*test_000"):
+    with pytest.raises(UserError, match=r"(?s)2 data file problem\(s\):\n.*train_001_masks.tif.*\n.*test_000"):
         Trainer(recipe)
     assert not (tmp_path / "run" / "model_final.pt").exists()
 

@@ -158,6 +158,28 @@ MUTANTS = [
     Mutant("ci-swallows-failures", ".ci/run: exits 0 whatever pytest returns",
            ".ci/run", 'exit "$status"', "exit 0",
            ("tests/test_cli.py::test_ci_script_runs_the_readme_command_and_passes_its_status_on",)),
+    # the first hour (issue 15)
+    Mutant("checkpoint-settings-ignored", "recipes: a checkpoint's own settings do not fill in the recipe",
+           "vista2d_core/recipe.py", "    data = with_checkpoint_settings(data, base_dir)\n", "",
+           ("tests/test_first_hour.py::test_a_recipe_that_names_only_the_checkpoint_takes_its_settings",)),
+    Mutant("channels-last-misread", "arrays: (H, W, 3) read as (C, H, W)",
+           "vista2d_core/preprocess.py", "            return data.transpose(2, 0, 1)\n", "            return data\n",
+           ("tests/test_first_hour.py::test_channels_last_arrays_and_lists",)),
+    Mutant("set-name-keeps-options", "--set NAME: the old plugin's options stay",
+           "vista2d_core/recipe.py", "                del node[option]\n", "                pass\n",
+           ("tests/test_first_hour.py::test_set_name_starts_from_the_new_plugins_defaults",)),
+    Mutant("check-ignores-stages", "recipe check: ok for a train recipe without data",
+           "vista2d_core/cli.py", "    check_stages(loaded)\n", "",
+           ("tests/test_first_hour.py::test_check_rejects_recipes_that_would_fail_at_once",)),
+    Mutant("globs-take-labels", "inputs: globs and folders take label images and outputs",
+           "vista2d_core/infer.py", "kept = [p for p in found if not is_output_or_label(p)]", "kept = found",
+           ("tests/test_first_hour.py::test_globs_and_folders_skip_label_images_and_outputs",)),
+    Mutant("set-paths-from-recipe-folder", "--set paths resolve against the recipe's folder",
+           "vista2d_core/options.py", "base_dir is None or isinstance(value, CommandLineText)", "base_dir is None",
+           ("tests/test_first_hour.py::test_set_paths_are_relative_to_the_current_folder",)),
+    Mutant("scale-ignored", "infer.scale: images not resampled",
+           "vista2d_core/segmenter.py", "        if self.scale != 1.0:\n", "        if False:\n",
+           ("tests/test_first_hour.py::test_scale_resamples_the_image_and_returns_labels_at_its_size",)),
 ]
 
 

@@ -259,11 +259,11 @@ def test_scale_resamples_the_image_and_returns_labels_at_its_size():
         return torch.zeros((tiles.shape[0], 3, *tiles.shape[-2:]))
 
     recipe = recipe_from_dict({"mode": "infer", "device": "cpu", "model": tiny_model_table(),
-                               "infer": {"roi_size": [256, 256], "scale": 2.0}})
+                               "infer": {"roi_size": [64, 64], "overlap": 0.0, "scale": 2.0}})
     seg = Segmenter(recipe)
     seg._predict = spy
     assert seg.logits(np.ones((50, 60), np.float32)).shape == (3, 50, 60)
-    assert seen == [(256, 256)]  # the 100x120 resampled image, padded to one window
+    assert seen == [(64, 64)] * 4  # the 100x120 resampled image takes 2x2 windows (50x60 would take one)
 
 
 def test_diameter_sets_the_scale_from_the_models_diameter(quickstart_like, tmp_path):

@@ -18,7 +18,14 @@ from conftest import UNTRAINED_POSTPROCESSOR, disk_labels, tiny_model_table
 from vista2d_core.cli import main
 from vista2d_core.errors import RecipeError, UserError
 from vista2d_core.model import build_model, save_checkpoint
-from vista2d_core.recipe import check_stages, load_recipe, read_recipe_data, recipe_from_dict, recipe_to_dict
+from vista2d_core.recipe import (
+    apply_overrides,
+    check_stages,
+    load_recipe,
+    read_recipe_data,
+    recipe_from_dict,
+    recipe_to_dict,
+)
 from vista2d_core.segmenter import Segmenter
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -177,6 +184,16 @@ def test_set_paths_are_relative_to_the_current_folder(tmp_path, monkeypatch):
     assert recipe.output_dir == tmp_path / "out"
     from_file = load_recipe("recipes/r.toml")
     assert from_file.output_dir == tmp_path / "runs" / "r"  # the file's own paths: its folder, normalised
+
+
+def test_recipes_with_command_line_values_save_into_checkpoints(tmp_path):
+    recipe = recipe_from_dict(apply_overrides({"mode": "infer"}, [
+        "infer.runtime.name=eager", 'infer.inputs=["x/"]', "infer.blend=constant", 'model.backbone.variant="vit_t"']))
+    config = recipe_to_dict(recipe)
+    torch.save({"state_dict": {}, "config": config}, tmp_path / "m.pt")
+    loaded = torch.load(tmp_path / "m.pt", weights_only=True)  # no custom str class in the pickle
+    assert loaded["config"]["infer"]["runtime"]["name"] == "eager" and loaded["config"]["infer"]["blend"] == "constant"
+    assert type(recipe.infer.runtime.name) is str and type(recipe.infer.blend) is str
 
 
 # 9: smaller things -----------------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def _convert(tp: Any, value: Any, path: str, ctx: _Ctx, meta: dict) -> Any:
     if origin is Literal:
         if value not in args:
             ctx.fail(path, f"expected one of {', '.join(_describe(a) for a in args)}, got {_describe(value)}")
-        return value
+        return str(value) if isinstance(value, str) else value
     if tp is Component:
         return _component(meta["kind"], value, path, ctx)
     if origin in (list, tuple) or tp in (list, tuple):
@@ -180,7 +180,7 @@ def _component(kind: str, value: Any, path: str, ctx: _Ctx) -> Any:
     except UserError as exc:
         ctx.fail(f"{path}.name", str(exc))
         return value
-    return Component(registry.canonical_kind(kind), name, _structure(plugin.Options, value, path, ctx))
+    return Component(registry.canonical_kind(kind), str(name), _structure(plugin.Options, value, path, ctx))
 
 
 def _structure(cls: type, data: Any, path: str, ctx: _Ctx) -> Any:
@@ -256,6 +256,6 @@ def unstructure(obj: Any) -> Any:
         return [unstructure(v) for v in obj]
     if isinstance(obj, dict):
         return {k: unstructure(v) for k, v in obj.items() if v is not None}
-    if isinstance(obj, Path):
-        return str(obj)
+    if isinstance(obj, (Path, str)):
+        return str(obj)  # plain str, also for CommandLineText (checkpoints are read with weights_only)
     return obj

@@ -7,8 +7,8 @@ quickstart command has trained the quickstart model there once. Commands run as 
 rewrites that keep them small and side-effect free, each stated here:
 
 - ``vista2d run|bench`` and ``torchrun ... run`` of a shipped recipe get :data:`TINY` ``--set`` overrides
-  appended (1 epoch on 64 px images; the reference recipe's ViT-B becomes the small vit_t; the real-data
-  evaluation uses large windows without flips);
+  appended (1 epoch on 64 px images, eager; the reference recipe's ViT-B becomes the small vit_t; the
+  real-data evaluation uses large windows without flips);
 - ``pip install -e .`` / ``".[dev]"`` are dropped (the suite runs in that install) and so is ``pytest``
   (this is the suite); ``pip install -e PLUGIN`` installs into a folder of the sandbox instead of the
   environment, and later blocks of the page see it on ``PYTHONPATH``;
@@ -33,15 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 REALDATA = ROOT.parent / "shared" / "realdata"
 
+# eager, not the quickstart's bfloat16 autocast: CPUs without AVX512-BF16 (CI's) emulate it, ~15x slower
 _QUICK = ["train.epochs=1", "data.synthetic.train_images=6", "data.synthetic.test_images=2",
           "data.synthetic.size=64", "train.batch_size=2", "train.augment.roi_size=[64,64]",
-          "infer.roi_size=[64,64]"]
+          "infer.roi_size=[64,64]", "train.runtime.name=eager", "infer.runtime.name=eager"]
 TINY = {
     "quickstart.toml": _QUICK,
     "vista2d.toml": ["model.backbone.variant=vit_t", "model.backbone.resize_to=0", "infer.roi_size=[64,64]"],
     # eight real images up to 720x576: large windows, no flips, no flow check for the 1-epoch model
     "eval_realdata.toml": ["infer.tta=false", "infer.roi_size=[256,256]", "infer.overlap=0.25",
-                           "infer.postprocessor.flow_threshold=0.0"],
+                           "infer.postprocessor.flow_threshold=0.0", "infer.runtime.name=eager"],
 }
 _FENCE = re.compile(r"(?:<!-- not run: (?P<reason>.*?) -->\n)?```(?P<lang>bash|python)\n(?P<body>.*?)```", re.DOTALL)
 

@@ -31,9 +31,9 @@ def segment_recipe(
     data["output_dir"] = str(output.resolve())
     infer = data.setdefault("infer", {})
     infer.update(inputs=[str(cwd / i) for i in images], output_subdir="")
-    if writers is not None and any(o.partition("=")[0].strip() == "infer.writers" for o in overrides or []):
-        raise UserError("writers given twice: use --writers/-w or --set infer.writers, not both")
     if writers is not None:
+        if any(o.partition("=")[0].strip() == "infer.writers" for o in overrides or []):
+            raise UserError("writers given twice: use --writers/-w or --set infer.writers, not both")
         infer["writers"] = [w.strip() for w in writers if w.strip()]
     infer.setdefault("writers", ["tiff"])
     apply_overrides(data, overrides or [])

@@ -21,7 +21,7 @@ from .distributed import resolve_device
 from .interfaces import Image, Prediction
 from .model import build_model
 from .preprocess import channels_first, normalize
-from .recipe import Recipe, load_recipe, recipe_from_dict
+from .recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict
 from .sliding_window import sliding_window
 
 log = logging.getLogger("vista2d")
@@ -96,8 +96,6 @@ class Segmenter:
         """From a checkpoint alone, as ``vista2d segment -c`` does: a vista2d checkpoint brings its backbone,
         normalisation and ``[infer]`` settings (the official one: ViT-B at 1024); ``overrides``
         (``"infer.tta=false"``, ...) change them."""
-        from .recipe import apply_overrides
-
         data = apply_overrides({"mode": "infer", "model": {"checkpoint": str(checkpoint)}}, overrides or [])
         return cls(recipe_from_dict(data), device=device)
 

@@ -7,10 +7,11 @@ table for the component into it) and is constructed as ``Plugin(options)``; head
 (:func:`missing_members`), so a third-party plugin need not subclass these classes, only provide
 their members.
 
-Array conventions: images are ``(C, H, W)`` numpy arrays in their file's dtype; network inputs are
-float tensors ``(B, 3, H, W)`` in [0, 1]; logits are float ``(3, H, W)`` = ``[cellprob logit, dY, dX]``
-with flows scaled x5 (cellpose convention); labels are ``(H, W)`` uint16 (uint32 above 65535 objects),
-0 = background.
+Array conventions: images are arrays in their file's dtype whose axes a string of the letters T, Z, C,
+Y, X names (``Image.axes``; "CYX" by default); network inputs are float tensors ``(B, 3, H, W)`` in
+[0, 1]; logits are float ``(3, H, W)`` = ``[cellprob logit, dY, dX]`` with flows scaled x5 (cellpose
+convention); labels are ``(H, W)`` uint16 (uint32 above 65535 objects), 0 = background, with leading
+T/Z axes for time series and z-stacks (``Prediction.axes``).
 """
 
 from __future__ import annotations
@@ -33,24 +34,37 @@ class NoOptions:
 
 @attrs.define
 class Image:
-    """What a reader returns: ``data`` (C, H, W) in the file's dtype, and free-form ``metadata``."""
+    """What a reader returns: ``data`` in the file's dtype, its ``axes`` and free-form ``metadata``.
 
-    data: np.ndarray
+    ``data``: a numpy array, or (from ``Reader.open``) an array-like that reads regions on demand (a zarr
+    or dask array: ``shape``, ``dtype``, ``ndim`` and basic slicing). ``axes``: one letter per axis of
+    ``data``, from T (time), Z, C (channels), Y, X, or Q for an axis the file does not name (the core
+    asks the user, ``data.axes``, rather than guess). Metadata keys the core and writers read:
+    ``pixel_size`` and ``unit`` (µm, ...).
+    """
+
+    data: Any
     path: Path
     metadata: dict[str, Any] = attrs.field(factory=dict)
+    axes: str = "CYX"
 
 
 @attrs.define
 class Prediction:
     """What writers receive for one image.
 
-    ``labels`` (H, W) uint16/uint32; ``image`` the reader's (C, H, W) array; ``logits`` (3, H, W) float32
-    ``[cellprob logit, dY, dX]`` or None when not kept.
+    ``labels``: uint16/uint32 labels whose axes ``axes`` names ("YX", or "ZYX", "TYX", "TZYX" for
+    z-stacks and time series), a numpy array, or for images segmented block by block a zarr array on
+    disk (read it in regions: ``labels[y0:y1, x0:x1]``; ``np.asarray`` loads it whole). ``image``: the
+    reader's Image (``image.data`` may be lazy, with its own ``image.axes``). ``logits``: float32
+    ``[cellprob logit, dY, dX]`` with axes ``axes[:-2] + "CYX"`` (C = 3), numpy or zarr, or None when
+    not kept.
     """
 
-    labels: np.ndarray
+    labels: Any
     image: Image
-    logits: np.ndarray | None = None
+    logits: Any = None
+    axes: str = "YX"
 
 
 class Backbone(abc.ABC):
@@ -81,10 +95,13 @@ class Head(abc.ABC):
 
 
 class Reader(abc.ABC):
-    """Reads one image file. ``suffixes`` lists the lower-case file endings it accepts (".tif", ...).
+    """Reads one image file (or folder, such as an OME-Zarr ``.zarr``). ``suffixes`` lists the lower-case
+    endings it accepts (".tif", ...).
 
-    ``read(path)`` -> :class:`Image` with ``data`` (C, H, W), C >= 1. Raises ``UserError`` naming the file
-    when the file is missing, broken or of a layout it cannot read.
+    ``read(path)`` -> :class:`Image` with ``data`` a numpy array named by ``axes`` (default "CYX").
+    Optional ``open(path)`` -> the same Image with ``data`` an array-like that reads regions on demand,
+    for images larger than memory; the core uses it for inference when present. Both raise ``UserError``
+    naming the file when it is missing, broken or of a layout they cannot read.
     """
 
     Options: ClassVar[type] = NoOptions
@@ -98,7 +115,9 @@ class Writer(abc.ABC):
     """Writes one output for one image: ``write(prediction, out_dir, stem)`` -> the paths written.
 
     Writes are atomic: a temporary file in ``out_dir`` renamed into place, never a half-written file.
-    ``needs_logits`` says whether it reads ``prediction.logits``.
+    ``needs_logits`` says whether it reads ``prediction.logits``. Labels may be larger than memory (a
+    zarr array) and have leading T/Z axes (see :class:`Prediction`): a writer reads them in regions, or
+    raises ``UserError`` saying why its format cannot hold them and which writer can.
     """
 
     Options: ClassVar[type] = NoOptions

@@ -9,7 +9,6 @@ plugin) is reported at once with its dotted path. Relative paths resolve against
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,10 +18,7 @@ from attrs import validators as v
 from .errors import RecipeError, UserError
 from .options import CommandLineText, Component, component, resolve_path, structure, unstructure
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+import tomllib
 
 Mode = Literal["train", "eval", "infer"]
 _positive = v.gt(0)

@@ -9,6 +9,7 @@ plugin) is reported at once with its dotted path. Relative paths resolve against
 from __future__ import annotations
 
 import math
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,8 +18,6 @@ from attrs import validators as v
 
 from .errors import RecipeError, UserError
 from .options import CommandLineText, Component, component, resolve_path, structure, unstructure
-
-import tomllib
 
 Mode = Literal["train", "eval", "infer"]
 _positive = v.gt(0)

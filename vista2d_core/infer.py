@@ -1,12 +1,15 @@
 """``mode = "infer"``: segment files, globs, folders (or the datalists' testing items) and write outputs.
 
-One image in memory at a time; a file that fails is reported with its name and reason and the rest
-still run; under torchrun the inputs are sharded across ranks and each rank writes its own outputs.
+One image at a time (large ones block by block, :mod:`vista2d_core.segment_file`); a file that fails is
+reported with its name and reason and the rest still run; under torchrun the inputs are sharded across
+ranks and each rank writes its own outputs. With ``infer.resume`` an image whose outputs a previous run
+completed (recorded in ``<output>/.vista2d/<stem>.done.json``) is skipped.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import time
 from pathlib import Path
@@ -15,7 +18,10 @@ import attrs
 
 from . import distributed
 from .errors import UserError
-from .imageio import is_image_file, read_image
+from .executor import open_executor
+from .files import atomic_write_text
+from .imageio import is_image_file
+from .interfaces import Prediction, Writer
 from .progress import progress_bar
 from .recipe import Recipe
 
@@ -27,6 +33,7 @@ class InferSummary:
     """What an infer run did: images done, objects found, seconds, and ``failures`` (path, reason)."""
 
     done: int = 0
+    skipped: int = 0
     objects: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = attrs.Factory(list)
@@ -37,8 +44,10 @@ OUTPUT_ENDINGS = ("_masks", "_cp_masks", "_cp_output", "_flows", "_cellprob", "_
 
 
 def is_output_or_label(path: Path) -> bool:
-    """Whether ``path``'s name marks a label image or a segmentation output (``t000_masks.tif``, ...)."""
-    return path.stem.lower().endswith(OUTPUT_ENDINGS) or path.suffix.lower() in (".geojson", ".zip")
+    """Whether ``path``'s name marks a label image or a segmentation output (``t000_masks.tif``,
+    ``t000_masks.ome.zarr``, ...)."""
+    stem = path.stem.lower().removesuffix(".ome")
+    return stem.endswith(OUTPUT_ENDINGS) or path.suffix.lower() in (".geojson", ".zip")
 
 
 def expand_inputs(patterns: list[str], base_dir: Path) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -51,19 +60,19 @@ def expand_inputs(patterns: list[str], base_dir: Path) -> tuple[list[Path], list
     for pattern in patterns:
         full = Path(pattern).expanduser()
         full = full if full.is_absolute() else base_dir / full
-        if glob.has_magic(str(full)) or full.is_dir():
+        if glob.has_magic(str(full)) or (full.is_dir() and not is_image_file(full)):
             if glob.has_magic(str(full)):
-                found = [Path(p) for p in sorted(glob.glob(str(full), recursive=True)) if Path(p).is_file()]
+                found = [Path(p) for p in sorted(glob.glob(str(full), recursive=True)) if _is_image(Path(p))]
                 empty = "no file matches this pattern"
             else:
-                found = sorted(p for p in full.iterdir() if p.is_file() and is_image_file(p))
+                found = sorted(p for p in full.iterdir() if _is_image(p) and is_image_file(p))
                 empty = "no readable image in this folder"
             kept = [p for p in found if not is_output_or_label(p)]
             skipped += len(found) - len(kept)
             paths += kept
             if not kept:
                 problems.append((pattern, empty + (" (only label images or outputs)" if found else "")))
-        elif full.is_file():
+        elif full.exists():
             paths.append(full)
         else:
             problems.append((pattern, "no such file or folder"))
@@ -72,9 +81,15 @@ def expand_inputs(patterns: list[str], base_dir: Path) -> tuple[list[Path], list
     return list(dict.fromkeys(paths)), problems
 
 
+def _is_image(path: Path) -> bool:
+    """A file, or a folder that is an image (an OME-Zarr ``.zarr``)."""
+    return path.is_file() or (path.is_dir() and is_image_file(path))
+
+
 def output_stems(paths: list[Path]) -> list[str]:
-    """Output name stems: the file stem, prefixed by its folder's name where stems would collide."""
-    stems = [p.stem for p in paths]
+    """Output name stems: the file stem (``a.ome.tif``, ``a.ome.zarr`` -> ``a``), prefixed by its folder's
+    name where stems would collide."""
+    stems = [p.stem.removesuffix(".ome") for p in paths]
     return [f"{p.parent.name}_{s}" if stems.count(s) > 1 else s for p, s in zip(paths, stems)]
 
 
@@ -93,6 +108,7 @@ def infer_inputs(recipe: Recipe) -> tuple[list[Path], list[tuple[str, str]]]:
 
 def infer(recipe: Recipe) -> int:
     """Run the infer stage; return 1 when any input failed (each reported), else 0."""
+    from .segment_file import segment_file, settings_key
     from .segmenter import Segmenter
 
     device = distributed.setup(recipe.device)  # first: synthetic data generation waits on rank 0
@@ -104,15 +120,24 @@ def infer(recipe: Recipe) -> int:
     out_dir = recipe.output_dir / recipe.infer.output_subdir
     out_dir.mkdir(parents=True, exist_ok=True)
     segmenter = Segmenter(recipe, device=device)
-    writers = [w.create() for w in recipe.infer.writers]
-    keep_logits = any(w.needs_logits for w in writers)
+    writers = [(w.name, w.create()) for w in recipe.infer.writers]
+    keep_logits = any(w.needs_logits for _, w in writers)
+    settings = settings_key(recipe)
     start = time.perf_counter()
-    with progress_bar() as bar:
+    infer = recipe.infer
+    with progress_bar() as bar, open_executor(infer.dask_workers, infer.dask_address, bar) as executor:
         for path, stem in bar.track(pairs, description="segmenting"):
+            done = out_dir / ".vista2d" / f"{stem}.done.json"
+            record = {"image": str(path), "settings": settings, "writers": [n for n, _ in writers]}
+            if infer.resume and _completed(done, record):
+                summary.skipped += 1
+                continue
             try:
-                prediction = segmenter.predict(read_image(path), keep_logits=keep_logits)
-                for writer in writers:
-                    writer.write(prediction, out_dir, stem)
+                work = out_dir / ".vista2d" / f"{stem}.zarr"
+                prediction, objects, cleanup = segment_file(path, segmenter, executor, work, keep_logits)
+                written = _write(prediction, writers, out_dir, stem)
+                cleanup()
+                atomic_write_text(done, json.dumps({**record, "outputs": [str(p) for p in written]}))
             except Exception as exc:  # one broken image must not stop the others
                 if isinstance(exc, UserError):
                     reason = str(exc).removeprefix(f"{path}: ")
@@ -123,11 +148,37 @@ def infer(recipe: Recipe) -> int:
                 log.error("error: %s: %s", path, reason)
             else:
                 summary.done += 1
-                summary.objects += int(prediction.labels.max())
+                summary.objects += objects
     summary.seconds = time.perf_counter() - start
     report(summary, out_dir)
     distributed.barrier()
     return 1 if summary.failures else 0
+
+
+def _completed(done: Path, record: dict) -> bool:
+    """Whether ``done`` records a run with the same image, settings and writers whose outputs all exist."""
+    try:
+        previous = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return False
+    outputs = previous.pop("outputs", [])
+    return previous == record and all(Path(p).exists() for p in outputs)
+
+
+def _write(prediction: Prediction, writers: list[tuple[str, Writer]], out_dir: Path, stem: str) -> list[Path]:
+    """Run every writer (each one's failure reported, the others still run); the paths written. A UserError
+    naming the writers that failed when any did."""
+    written, failed = [], []
+    for name, writer in writers:
+        try:
+            written += writer.write(prediction, out_dir, stem)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            log.debug("writer %s failed", name, exc_info=True)
+            failed.append(f"writer {name}: {reason}")
+    if failed:
+        raise UserError("; ".join(failed))
+    return written
 
 
 def report(summary: InferSummary, out_dir: Path) -> None:
@@ -138,5 +189,7 @@ def report(summary: InferSummary, out_dir: Path) -> None:
         "%ssegmented %d images, %d objects, %.2f s/image -> %s",
         rank, summary.done, summary.objects, per_image, out_dir,
     )
+    if summary.skipped:
+        log.info("%sskipped %d image(s) whose outputs are complete (infer.resume)", rank, summary.skipped)
     if summary.failures:
         log.error("%s%d input(s) failed: %s", rank, len(summary.failures), ", ".join(f for f, _ in summary.failures))

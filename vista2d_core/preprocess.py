@@ -62,24 +62,48 @@ def select_channels(data: np.ndarray, channels: Sequence[int] | None = None) -> 
     return data[:3]
 
 
-def scale_channels(data: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
-    """Per channel: min-max to [0, 1], then ``percentiles`` -> [0, 1], clipped. float32 out."""
+def channel_ranges(
+    data: np.ndarray, percentiles: tuple[float, float] = (1.0, 99.0), extremes: np.ndarray | None = None
+) -> list[tuple[float, float, float, float]]:
+    """Per channel of (C, ...) ``data``: (min, max, low, high) with low/high its ``percentiles`` after
+    min-max scaling to [0, 1]. ``extremes`` (C, 2) gives each channel's min and max when ``data`` is a
+    sample of a larger image (block-wise segmentation: percentiles of a sample, extremes of every pixel)."""
+    ranges = []
+    for c, channel in enumerate(data.astype(np.float32)):
+        low, high = (channel.min(), channel.max()) if extremes is None else np.float32(extremes[c])
+        unit = (channel - low) / (high - low) if high > low else np.zeros_like(channel)
+        ranges.append((low, high, *np.percentile(unit, percentiles)))
+    return ranges
+
+
+def scale_channels(
+    data: np.ndarray,
+    percentiles: tuple[float, float] = (1.0, 99.0),
+    ranges: list[tuple[float, float, float, float]] | None = None,
+) -> np.ndarray:
+    """Per channel: min-max to [0, 1], then ``percentiles`` -> [0, 1], clipped. float32 out. ``ranges``
+    (from :func:`channel_ranges`, e.g. of the whole image when ``data`` is a block of it) replaces the
+    channel's own min, max and percentiles."""
+    ranges = channel_ranges(data, percentiles) if ranges is None else ranges
     out = np.empty(data.shape, np.float32)
     for c, channel in enumerate(data.astype(np.float32)):
-        low, high = channel.min(), channel.max()
+        low, high, p_low, p_high = ranges[c]
         channel = (channel - low) / (high - low) if high > low else np.zeros_like(channel)
-        p_low, p_high = np.percentile(channel, percentiles)
         channel = (channel - p_low) / (p_high - p_low) if p_high > p_low else channel - p_low
         out[c] = np.clip(channel, 0.0, 1.0)
     return out
 
 
 def normalize(
-    data: np.ndarray, channels: Sequence[int] | None = None, percentiles: tuple[float, float] = (1.0, 99.0)
+    data: np.ndarray,
+    channels: Sequence[int] | None = None,
+    percentiles: tuple[float, float] = (1.0, 99.0),
+    ranges: list[tuple[float, float, float, float]] | None = None,
 ) -> np.ndarray:
-    """Reader output -> network input: float32 (3, H, W) in [0, 1] (see the module docstring)."""
+    """Reader output -> network input: float32 (3, H, W) in [0, 1] (see the module docstring); ``ranges``
+    as :func:`scale_channels`."""
     if data.dtype == bool:
         data = data.astype(np.uint8)
     if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
         raise UserError(f"cannot segment an image of dtype {data.dtype}")
-    return scale_channels(select_channels(data, channels), percentiles)
+    return scale_channels(select_channels(data, channels), percentiles, ranges)

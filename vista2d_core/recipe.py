@@ -24,6 +24,12 @@ _positive = v.gt(0)
 _probability = [v.ge(0.0), v.le(1.0)]
 
 
+def _axes(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    from .axes import check_axes_text
+
+    check_axes_text(value)
+
+
 @attrs.define
 class Datalist:
     """A datalist JSON in the reference format; item paths are relative to ``basedir``
@@ -70,12 +76,15 @@ class Data:
 
     ``fold``: validation = the training items of this fold; ``weighted_sampling``: every datalist equally
     likely (weight 1 / its size); ``quick``: 8 training and 7 validation items; ``cache``: keep normalised
-    training images in memory (each loader worker keeps its own copy).
+    training images in memory (each loader worker keeps its own copy). ``axes``: the layout of the
+    images' arrays, one letter per axis from T (time), Z, C (channels), Y, X (e.g. "ZCYX"), when the files'
+    metadata does not say it or says it wrong.
     """
 
     datalists: list[Datalist] = attrs.Factory(list)
     synthetic: Synthetic | None = None
     fold: int = attrs.field(default=0, validator=v.ge(0))
+    axes: str | None = attrs.field(default=None, validator=v.optional(_axes))
     channels: list[int] | None = None
     percentiles: tuple[float, float] = (1.0, 99.0)
     weighted_sampling: bool = False
@@ -157,6 +166,14 @@ class Infer:
     Object size: ``scale`` resamples each image by this factor before the model (2.0 for objects half the
     size the model was trained on); or ``diameter``, your objects' typical diameter in pixels, sets the
     factor to ``model.diameter / diameter`` (cellpose's ``diameter``). Results come at the image's size.
+
+    Large and multi-dimensional images (docs/large-images.md): images with a side above ``block_size`` px
+    are segmented block by block (0: always whole), each block with ``block_overlap`` px of context (default:
+    half the window, at least two object diameters); labels are merged across block borders. Z-stacks and
+    time series are segmented plane by plane; ``stitch_threshold`` (IoU, 0 = off) links labels across
+    planes (z, else t) as cellpose's. ``dask_workers`` starts a local dask cluster of that many worker
+    processes, ``dask_address`` uses a running scheduler ("tcp://host:8786"); blocks are its tasks.
+    ``resume``: skip images whose outputs are complete and finish large ones at the blocks not yet done.
     """
 
     inputs: list[str] = attrs.field(factory=list, metadata={"path_pattern": True})
@@ -173,6 +190,12 @@ class Infer:
     tta: bool = False
     scale: float = attrs.field(default=1.0, validator=_positive)
     diameter: float = attrs.field(default=0.0, validator=v.ge(0.0))
+    block_size: int = attrs.field(default=2048, validator=v.ge(0))
+    block_overlap: int | None = attrs.field(default=None, validator=v.optional(v.ge(0)))
+    stitch_threshold: float = attrs.field(default=0.0, validator=_probability)
+    dask_workers: int = attrs.field(default=0, validator=v.ge(0))
+    dask_address: str | None = None
+    resume: bool = False
     output_subdir: str = "predictions"
 
 
@@ -308,6 +331,13 @@ def _structure_recipe(data: dict[str, Any], base_dir: Path, source: str) -> Reci
                         "(median diameter in px of the objects it was trained on) or use infer.scale instead")
     if recipe.infer.diameter and recipe.infer.scale != 1.0:
         problems.append("infer.scale: give infer.scale or infer.diameter, not both")
+    if recipe.infer.dask_workers and recipe.infer.dask_address:
+        problems.append("infer.dask_address: give infer.dask_workers (a local cluster) or infer.dask_address "
+                        "(a running scheduler), not both")
+    infer = recipe.infer
+    if infer.block_size and infer.block_overlap is not None and infer.block_overlap >= infer.block_size:
+        problems.append(f"infer.block_overlap: {infer.block_overlap} must be smaller than infer.block_size "
+                        f"({infer.block_size})")
     if problems:
         raise RecipeError(problems, source)
     return recipe

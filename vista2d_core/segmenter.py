@@ -99,16 +99,18 @@ class Segmenter:
         data = apply_overrides({"mode": "infer", "model": {"checkpoint": str(checkpoint)}}, overrides or [])
         return cls(recipe_from_dict(data), device=device)
 
-    def preprocess(self, data: np.ndarray) -> torch.Tensor:
-        """(C, H, W) or (H, W) array -> (1, 3, H, W) float32 tensor in [0, 1] on the device."""
+    def preprocess(self, data: np.ndarray, ranges: list | None = None) -> torch.Tensor:
+        """(C, H, W) or (H, W) array -> (1, 3, H, W) float32 tensor in [0, 1] on the device; ``ranges``
+        (:func:`~vista2d_core.preprocess.channel_ranges` of the whole image) when ``data`` is a block."""
         d = self.recipe.data
-        return torch.from_numpy(normalize(np.asarray(data), d.channels, d.percentiles))[None].to(self.device)
+        image = normalize(np.asarray(data), d.channels, d.percentiles, ranges)
+        return torch.from_numpy(image)[None].to(self.device)
 
     @torch.inference_mode()
-    def _logits(self, data: np.ndarray) -> torch.Tensor:
+    def _logits(self, data: np.ndarray, ranges: list | None = None) -> torch.Tensor:
         """(C, H, W) or (H, W) array -> (3, H, W) float32 logits on the device (resampled by ``scale``)."""
         infer = self.recipe.infer
-        image = self.preprocess(data)
+        image = self.preprocess(data, ranges)
         size = image.shape[-2:]
         if self.scale != 1.0:
             image = F.interpolate(image, scale_factor=self.scale, mode="bilinear", antialias=self.scale < 1)

@@ -1,0 +1,135 @@
+"""Segment one image file of any size and dimensionality into a :class:`~vista2d_core.interfaces.Prediction`.
+
+Planes of z-stacks and time series one by one; each plane whole (in memory, as for any ordinary image) or,
+when a side exceeds ``infer.block_size`` or the tasks run on dask, block by block through a work store on
+disk (:mod:`vista2d_core.blocks`, :mod:`vista2d_core.tasks`); then ``infer.stitch_threshold`` links labels
+across planes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .axes import plane_size, planes, read_plane, stack_axes, stack_shape
+from .blocks import Grid, WorkStore
+from .executor import Executor
+from .imageio import open_image
+from .interfaces import Prediction
+from .recipe import Recipe, recipe_to_dict
+from .stitch import stitch
+from .tasks import Job, assemble_core, keep_segmenter, measure_plane, segment_block
+
+# Infer keys that do not change what a model computes for an image (left out of fingerprints).
+_RUN_KEYS = ("inputs", "writers", "resume", "dask_workers", "dask_address", "output_subdir")
+
+
+def settings_key(recipe: Recipe) -> str:
+    """A hash of everything that decides an image's labels: model (and its checkpoint file's size and
+    time), data and infer settings."""
+    data = recipe_to_dict(recipe)
+    settings = {"model": data["model"], "data": data["data"],
+                "infer": {k: v for k, v in data["infer"].items() if k not in _RUN_KEYS}}
+    checkpoint = recipe.model.checkpoint
+    if checkpoint is not None and checkpoint.exists():
+        settings["checkpoint"] = [checkpoint.stat().st_size, checkpoint.stat().st_mtime_ns]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_key(path: Path, settings: str) -> str:
+    """``settings`` and the file's identity (size and modification time of the file, or folder)."""
+    stat = path.stat()
+    return f"{settings}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def block_context(recipe: Recipe) -> int:
+    """``infer.block_overlap``, or by default half the sliding window and at least two object diameters,
+    in image pixels."""
+    infer = recipe.infer
+    if infer.block_overlap is not None:
+        return infer.block_overlap
+    from .segmenter import image_scale
+
+    scale = image_scale(recipe)
+    diameter = infer.diameter or (recipe.model.diameter or 30.0) / scale
+    return math.ceil(max(max(infer.roi_size) / scale / 2, 2 * diameter))
+
+
+def segment_file(
+    path: Path,
+    segmenter: object,
+    executor: Executor,
+    work: Path,
+    keep_logits: bool = False,
+) -> tuple[Prediction, int, Callable[[], None]]:
+    """Segment ``path`` with ``segmenter`` (a :class:`~vista2d_core.segmenter.Segmenter`); return the
+    prediction, its number of objects and a function that removes its work store (call it once the
+    outputs are written).
+    ``work``: the work store's path, for block-wise runs."""
+    recipe: Recipe = segmenter.recipe
+    infer = recipe.infer
+    image = open_image(path, recipe.data.axes)
+    shape = tuple(image.data.shape)
+    lead, stack = stack_axes(image.axes, shape), stack_shape(image.axes, shape)
+    height, width = plane_size(image.axes, shape)
+    blockwise = executor.distributed or (infer.block_size and max(height, width) > infer.block_size)
+    if not blockwise:
+        labels, logits = _whole_planes(image, segmenter, stack, keep_logits, executor)
+        if infer.stitch_threshold and lead:
+            stitch(labels, lead, infer.stitch_threshold)
+        objects = int(labels.max(initial=0))
+        labels = labels.astype(np.uint16) if objects <= np.iinfo(np.uint16).max else labels
+        return Prediction(labels, image, logits, lead + "YX"), objects, lambda: None
+
+    block = infer.block_size or max(height, width)
+    grid = Grid(height, width, block, min(block_context(recipe), block - 1))
+    settings = settings_key(recipe)
+    keep_segmenter(settings, segmenter)
+    job = Job(recipe, settings, Path(path), image.axes, stack, grid, work, keep_logits)
+    store = WorkStore.create(work, file_key(Path(path), settings), stack, grid, keep_logits, infer.resume)
+    name = Path(path).name
+    blocks = [(job, p, by, bx) for p in range(job.planes) for by, bx in grid.blocks()]
+    executor.run(measure_plane, [(job, p) for p in range(job.planes)], f"{name}: measuring")
+    executor.run(segment_block, blocks, f"{name}: blocks")
+    counts = store["counts"][:]
+    offsets = (np.cumsum(counts.ravel()) - counts.ravel()).reshape(counts.shape)
+    objects = int(counts.sum())
+    stitching = bool(infer.stitch_threshold and lead)
+    if stitching and store.group.attrs.get("stitching"):  # stopped while stitching: assemble again
+        store["assembled"][:] = 0
+    executor.run(assemble_core, [(*args, offsets) for args in blocks], f"{name}: merging")
+    if stitching:
+        store.group.attrs["stitching"] = True
+        objects = stitch(store["labels"], lead, infer.stitch_threshold)
+    logits = store["logits"] if keep_logits else None
+    return Prediction(store["labels"], image, logits, lead + "YX"), objects, store.remove
+
+
+def _whole_planes(
+    image: object, segmenter: object, stack: tuple[int, ...], keep_logits: bool, executor: Executor
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every plane segmented whole: labels (*stack, H, W) numbered over the stack, logits when kept."""
+    labels, logits, top = [], [], 0
+    indices = list(planes(image.axes, image.data.shape))
+    progress = executor.progress if len(indices) > 1 else None
+    task = progress.add_task(f"{image.path.name}: planes", total=len(indices)) if progress else None
+    for plane in indices:
+        plane_logits = segmenter._logits(read_plane(image.data, image.axes, plane))
+        found = segmenter.postprocessor(plane_logits).astype(np.uint32)
+        found[found > 0] += top
+        top = int(found.max(initial=top))
+        labels.append(found)
+        if keep_logits:
+            logits.append(plane_logits.float().cpu().numpy())
+        if task is not None:
+            progress.advance(task)
+    if task is not None:
+        progress.remove_task(task)
+    shape = (*stack, *labels[0].shape)
+    kept = np.stack(logits).reshape(*stack, *logits[0].shape) if keep_logits else None
+    return np.stack(labels).reshape(shape), kept

@@ -1,4 +1,4 @@
-"""Readers of vista2d_io: channel layouts, dtypes, metadata, and one-line UserErrors for bad files."""
+"""Readers of vista2d_io: layouts and axes, dtypes, metadata, and one-line UserErrors for bad files."""
 
 from __future__ import annotations
 
@@ -40,39 +40,49 @@ def test_readers_load_through_the_registry() -> None:
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
 @pytest.mark.parametrize(
-    ("shape", "to_chw"),
+    ("shape", "axes"),
     [
-        ((H, W), lambda a: a[None]),  # grey
-        ((H, W, 1), lambda a: a.transpose(2, 0, 1)),  # HWC, 1 channel
-        ((H, W, 2), lambda a: a.transpose(2, 0, 1)),  # HWC, 2 channels
-        ((H, W, 3), lambda a: a.transpose(2, 0, 1)),  # HWC, RGB
-        ((2, H, W), lambda a: a),  # CHW
-        ((5, H, W), lambda a: a),  # CHW, many channels
-        ((1, 1, H, W), lambda a: a[0]),  # singleton axes squeezed
-        ((1, H, W, 3), lambda a: a[0].transpose(2, 0, 1)),
+        ((H, W), "YX"),  # grey
+        ((H, W, 1), "YXQ"),  # tifffile's shaped metadata names no axis it cannot tell
+        ((H, W, 2), "QYX"),  # stored as H pages of (W, 2): the file's own layout, reported as it is
+        ((H, W, 3), "YXC"),  # RGB samples (S) are channels
+        ((2, H, W), "QYX"),
+        ((5, H, W), "QYX"),
+        ((1, 1, H, W), "QQYX"),  # singleton axes kept: the core drops them
+        ((1, H, W, 3), "QYXC"),
     ],
 )
-def test_tiff_layouts(tmp_path: Path, shape: tuple[int, ...], to_chw, dtype: type) -> None:
+def test_tiff_data_in_file_order_with_axes(
+    tmp_path: Path, shape: tuple[int, ...], axes: str, dtype: type
+) -> None:
+    """Readers report the file's layout (no squeezing, no transposing); Q for axes the file does not name."""
     data = random(shape, dtype)
     path = tmp_path / "image.tif"
     tifffile.imwrite(path, data, photometric="rgb" if shape[-1] == 3 else "minisblack")
     image = tiff_reader().read(path)
     assert image.data.dtype == dtype
-    np.testing.assert_array_equal(image.data, to_chw(data))
+    np.testing.assert_array_equal(image.data, data)
+    assert image.axes == axes
+    assert image.metadata["shape"] == shape
     assert image.path == path
 
 
-def test_tiff_rgba_is_hwc(tmp_path: Path) -> None:
+def test_tiff_rgba_samples_are_channels(tmp_path: Path) -> None:
     data = random((H, W, 4), np.uint8)
     tifffile.imwrite(tmp_path / "rgba.tiff", data, photometric="rgb", extrasamples=["unassalpha"])
-    np.testing.assert_array_equal(tiff_reader().read(tmp_path / "rgba.tiff").data, data.transpose(2, 0, 1))
+    image = tiff_reader().read(tmp_path / "rgba.tiff")
+    assert image.axes == "YXC"
+    np.testing.assert_array_equal(image.data, data)
 
 
-def test_tiff_higher_dimensional_data_is_an_error(tmp_path: Path) -> None:
+def test_tiff_higher_dimensional_data_is_reported_not_refused(tmp_path: Path) -> None:
+    """The reader no longer refuses 4-D data: it names the axes (Q: unnamed) and the core decides."""
     path = tmp_path / "stack.tif"
-    tifffile.imwrite(path, random((2, 3, H, W), np.uint8), photometric="minisblack")
-    with pytest.raises(UserError, match=r"stack\.tif: cannot read image: 4-D data"):
-        tiff_reader().read(path)
+    data = random((2, 3, H, W), np.uint8)
+    tifffile.imwrite(path, data, photometric="minisblack")
+    image = tiff_reader().read(path)
+    assert image.axes == "QQYX"
+    np.testing.assert_array_equal(image.data, data)
 
 
 def test_tiff_keeps_imagej_pixel_size(tmp_path: Path) -> None:

@@ -1,12 +1,18 @@
-"""Atomic file writing: write to a temporary file beside the target, then rename it into place."""
+"""Atomic writing: write to a temporary file or folder beside the target, then rename it into place."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
+
+
+def _beside(target: Path, tag: str) -> Path:
+    """A hidden, unique name in ``target``'s folder that keeps ``target``'s suffix."""
+    return target.with_name(f".{target.stem}.{secrets.token_hex(4)}.{tag}{target.suffix}")
 
 
 @contextlib.contextmanager
@@ -16,10 +22,39 @@ def atomic_path(target: Path) -> Iterator[Path]:
     (``os.replace``); when it raises, the temporary file is removed and ``target`` is left untouched.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.{secrets.token_hex(4)}.tmp{target.suffix}")
+    tmp = _beside(target, "tmp")
     try:
         yield tmp
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Like :func:`atomic_path` for a folder (an OME-Zarr): the block creates the yielded temporary folder;
+    on success it is renamed to ``target``. An existing ``target`` is first renamed aside, then deleted
+    once the new folder is in place (a folder cannot be replaced by one rename); on failure the temporary
+    folder is removed and ``target`` is left untouched."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _beside(target, "tmp")
+    try:
+        yield tmp
+        if not target.exists():
+            os.replace(tmp, target)
+            return
+        old = _beside(target, "old")
+        os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise

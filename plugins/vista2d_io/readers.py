@@ -1,4 +1,8 @@
-"""Readers: image files -> :class:`~vista2d_core.interfaces.Image` with ``data`` (C, H, W) in the file's dtype.
+"""Readers: image files and OME-Zarr folders -> :class:`~vista2d_core.interfaces.Image`.
+
+TIFF and OME-Zarr data come in file order and dtype with the axes the file names (``Image.axes``; Q for
+an axis it does not name); the core drops singleton axes and orders them. ``open`` gives the same image
+with lazy zarr data (regions read on demand). Pillow images come as (C, H, W).
 
 Every problem with a file (missing, empty, truncated, corrupt, unsupported layout) raises
 ``UserError("<path>: cannot read image: <reason>")``, never a library exception.
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,19 +22,24 @@ import numpy as np
 from vista2d_core.errors import UserError
 from vista2d_core.interfaces import Image, NoOptions, Reader
 
+from .ngff import level0
+
 
 def _fail(path: Path, reason: str) -> UserError:
     return UserError(f"{path}: cannot read image: {' '.join(reason.split())}")
 
 
 @contextlib.contextmanager
-def _reading(path: Path) -> Iterator[None]:
-    """Check that ``path`` is a non-empty file, then turn any exception of the block into a UserError."""
+def _reading(path: Path, folder: bool = False) -> Iterator[None]:
+    """Check that ``path`` is a non-empty file (a folder when ``folder``), then turn any exception of the
+    block into a UserError."""
     if not path.exists():
-        raise _fail(path, "no such file")
-    if not path.is_file():
+        raise _fail(path, "no such folder" if folder else "no such file")
+    if folder and not path.is_dir():
+        raise _fail(path, "not a folder")
+    if not folder and not path.is_file():
         raise _fail(path, "not a file")
-    if path.stat().st_size == 0:
+    if not folder and path.stat().st_size == 0:
         raise _fail(path, "empty file")
     try:
         yield
@@ -39,20 +49,10 @@ def _reading(path: Path) -> Iterator[None]:
         raise _fail(path, f"{type(exc).__name__}: {exc}") from exc
 
 
-def tiff_layout(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
-    """(C, H, W) from a TIFF array with tifffile ``axes``: singleton axes of >3-D data dropped; 2-D ->
-    (1, H, W); 3-D is HWC (transposed) when its last axis is <= 3 or holds a pixel's samples ("S", e.g.
-    RGBA), else CHW."""
-    if data.ndim > 3:
-        axes = "".join(a for a, n in zip(axes, data.shape) if n != 1)
-        data = data.reshape([n for n in data.shape if n != 1])
-    if data.ndim == 2:
-        return data[np.newaxis]
-    if data.ndim == 3:
-        return np.moveaxis(data, -1, 0) if data.shape[-1] <= 3 or axes.endswith("S") else data
-    raise _fail(
-        path, f"{data.ndim}-D data of shape {data.shape} (axes {axes}); expected 2-D or 3-D (channels)"
-    )
+def tiff_axes(axes: str) -> str:
+    """Image axes from tifffile's: T, Z, C, Y, X as they are, S (samples, e.g. RGB) -> C unless the file
+    also has a C axis, any other letter (I, Q, ...) -> Q."""
+    return "".join(a if a in "TZCYX" else "C" if a == "S" and "C" not in axes else "Q" for a in axes)
 
 
 _OME_SIZE = re.compile(r'PhysicalSizeX="([^"]+)"(?:[^>]*?PhysicalSizeXUnit="([^"]+)")?')
@@ -73,7 +73,8 @@ def _tiff_metadata(tif: Any) -> dict[str, Any]:
 
 
 class TiffReader(Reader):
-    """TIFF images (.tif, .tiff) via tifffile: 2-D, HWC (last axis <= 3, or RGBA) or CHW; keeps pixel size."""
+    """TIFF images (.tif, .tiff, OME-TIFF, ImageJ hyperstacks) via tifffile: the first series, full
+    resolution, in file order with its axes; keeps pixel size."""
 
     Options = NoOptions
     suffixes = (".tif", ".tiff")
@@ -86,9 +87,24 @@ class TiffReader(Reader):
 
         path = Path(path)
         with _reading(path), tifffile.TiffFile(path) as tif:
-            data = tif.series[0].asarray()
+            data = tif.series[0].asarray(level=0)
             metadata = _tiff_metadata(tif)
-        return Image(tiff_layout(data, metadata["axes"], path), path, metadata)
+        return Image(data, path, metadata, tiff_axes(metadata["axes"]))
+
+    def open(self, path: Path) -> Image:
+        """Lazy: a read-only zarr array over the file's level 0, which stays open while the array lives."""
+        import tifffile
+        import zarr
+
+        path = Path(path)
+        with _reading(path), contextlib.ExitStack() as stack:
+            tif = stack.enter_context(tifffile.TiffFile(path))
+            store = tif.series[0].aszarr(level=0)
+            stack.callback(store.close)
+            data = zarr.open(store, mode="r")
+            metadata = _tiff_metadata(tif)
+            weakref.finalize(data, stack.pop_all().close)
+        return Image(data, path, metadata, tiff_axes(metadata["axes"]))
 
 
 # Pillow modes whose pixels are not stored as plain grey or RGB(A) channels -> the mode to convert to.
@@ -134,4 +150,48 @@ class PillowReader(Reader):
         data = data[np.newaxis] if data.ndim == 2 else np.moveaxis(data, -1, 0)
         if was_palette and (data == data[:1]).all():
             data = data[:1]
-        return Image(np.ascontiguousarray(data), path, metadata)
+        return Image(np.ascontiguousarray(data), path, metadata, "CYX")
+
+
+_ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+
+
+class OmeZarrReader(Reader):
+    """OME-Zarr folders (.zarr; NGFF 0.4 on zarr v2, 0.5 on zarr v3): the first multiscale image's full
+    resolution with its axes and pixel size; a plain zarr array as "YX" or Q...YX."""
+
+    Options = NoOptions
+    suffixes = (".zarr",)
+
+    def __init__(self, options: NoOptions) -> None:
+        self.options = options
+
+    def read(self, path: Path) -> Image:
+        path = Path(path)
+        image = self.open(path)
+        with _reading(path, folder=True):
+            image.data = np.asarray(image.data)
+        return image
+
+    def open(self, path: Path) -> Image:
+        import zarr
+
+        path = Path(path)
+        with _reading(path, folder=True):
+            if not any((path / name).is_file() for name in _ZARR_MARKERS):
+                raise _fail(path, f"not a zarr folder (no {', '.join(_ZARR_MARKERS)})")
+            node = zarr.open(path, mode="r")
+            if isinstance(node, zarr.Array):
+                if node.ndim < 2:
+                    raise _fail(path, f"a {node.ndim}-D array, not an image")
+                return Image(node, path, {"shape": node.shape}, "Q" * (node.ndim - 2) + "YX")
+            found = level0(node.attrs)
+            if found is None:
+                raise _fail(path, "a zarr group without OME-NGFF multiscales metadata")
+            level, axes, metadata = found
+            data = node[level]
+            if data.ndim != len(axes):
+                raise _fail(
+                    path, f"array {level!r} has {data.ndim} axes, the metadata names {len(axes)} ({axes})"
+                )
+        return Image(data, path, {**metadata, "shape": data.shape}, axes)

@@ -1,64 +1,103 @@
 """Writers: one :class:`~vista2d_core.interfaces.Prediction` -> files named after the image's stem.
 
 ``tiff`` -> ``<stem>_masks.tif``, ``flows`` -> ``<stem>_flows.tif``, ``overlay`` -> ``<stem>_overlay.png``,
-``rois`` -> ``<stem>_rois.zip``, ``geojson`` -> ``<stem>.geojson``. Every file is written atomically
-(:func:`~vista2d_io.atomic.atomic_path`).
+``rois`` -> ``<stem>_rois.zip``, ``geojson`` -> ``<stem>.geojson``, ``zarr`` -> ``<stem>_masks.ome.zarr``.
+Labels and logits may have leading T/Z axes (``Prediction.axes``) and may be zarr arrays larger than
+memory: every writer but ``overlay`` then reads them in regions (tiles, bands, blocks), so memory follows
+a region, not the image. Every file is written atomically (:mod:`~vista2d_io.atomic`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import attrs
 import numpy as np
 
+from vista2d_core.errors import UserError
 from vista2d_core.interfaces import NoOptions, Prediction, Writer
 
-from .atomic import atomic_path
-from .contours import outer_contours
+from .atomic import atomic_dir, atomic_path
+from .contours import iter_contours
+from .ngff import multiscales, unit_symbol
+from .regions import blocks
 
 _IMAGEJ_DTYPES = (np.uint8, np.uint16, np.float32)
+TILE = 256  # tile size (and band height) of streamed TIFFs
+
+
+def label_dtype(labels: Any) -> np.dtype:
+    """uint8, uint16 or uint32, the smallest that holds a numpy array's maximum; a zarr array's own dtype
+    (its maximum would mean reading it whole)."""
+    if not isinstance(labels, np.ndarray):
+        return np.dtype(labels.dtype)
+    top = int(labels.max(initial=0))
+    return np.dtype(next(t for t in (np.uint8, np.uint16, np.uint32) if top <= np.iinfo(t).max))
 
 
 def smallest_uint(labels: np.ndarray) -> np.ndarray:
     """``labels`` as uint8, uint16 or uint32: the smallest unsigned dtype that holds its maximum."""
-    top = int(labels.max(initial=0))
-    dtype = next(t for t in (np.uint8, np.uint16, np.uint32) if top <= np.iinfo(t).max)
-    return labels.astype(dtype, copy=False)
+    return labels.astype(label_dtype(labels), copy=False)
+
+
+def _tiles(data: Any) -> Iterator[np.ndarray]:
+    """TILE x TILE tiles of a (..., Y, X) array-like in TIFF order (plane by plane, row-major), edge tiles
+    zero-padded, reading one band of TILE rows at a time."""
+    for band in blocks(data.shape, TILE, data.shape[-1]):
+        rows = np.asarray(data[band])
+        rows = np.pad(rows, ((0, TILE - rows.shape[0]), (0, -rows.shape[1] % TILE)))
+        for x in range(0, rows.shape[1], TILE):
+            yield rows[:, x : x + TILE]
 
 
 def write_tiff(
     path: Path,
-    data: np.ndarray,
+    data: Any,
     axes: str,
     compression: str,
     source: dict[str, Any],
     channel_names: list[str] | None = None,
 ) -> None:
-    """Write ``data`` as TIFF; ImageJ hyperstack (axes, ``channel_names``, calibration) when ImageJ
-    supports the dtype (uint8, uint16, float32), else plain TIFF. ``source`` is the input image's
-    metadata: its ``pixel_size``/``unit`` (from the readers) calibrate the output."""
+    """Write ``data``, named by ``axes`` (e.g. "ZYX", "TCYX"), as TIFF: a numpy array as an ImageJ hyperstack
+    (axes, ``channel_names``, calibration) when ImageJ supports its dtype (uint8, uint16, float32), else as
+    OME-TIFF (axes, channel names, physical size); any other array (zarr, larger than memory) as a tiled
+    (TILE x TILE) OME BigTIFF streamed from bands of TILE rows. ``source`` is the input image's metadata:
+    its ``pixel_size``/``unit`` (from the readers) calibrate the output."""
     import tifffile
 
-    imagej = data.dtype in _IMAGEJ_DTYPES
+    in_memory = isinstance(data, np.ndarray)
+    imagej = in_memory and data.dtype in _IMAGEJ_DTYPES
     metadata: dict[str, Any] = {"axes": axes}
     resolution = None
-    if source.get("pixel_size"):
-        resolution = (1.0 / source["pixel_size"],) * 2
-        # ImageJ metadata is ASCII; ImageJ reads "um" as micrometres.
-        unit = str(source.get("unit", "pixel")).replace("\u00b5", "u").replace("\u03bc", "u")
-        metadata["unit"] = unit.encode("ascii", "ignore").decode()
-    if channel_names:
-        metadata["Labels"] = channel_names
+    if pixel_size := source.get("pixel_size"):
+        resolution = (1.0 / pixel_size,) * 2
+        unit = unit_symbol(str(source.get("unit", "pixel")))
+        if imagej:  # ImageJ metadata is ASCII; ImageJ reads "um" as micrometres.
+            metadata["unit"] = unit.replace("\u00b5", "u").encode("ascii", "ignore").decode()
+        else:
+            metadata.update(PhysicalSizeX=pixel_size, PhysicalSizeY=pixel_size)
+            metadata.update(PhysicalSizeXUnit=unit, PhysicalSizeYUnit=unit)
+    if channel_names and imagej:  # ImageJ labels every plane: the names repeat for each Z and T
+        metadata["Labels"] = channel_names * (int(np.prod(data.shape[:-2])) // len(channel_names))
+    elif channel_names:
+        metadata["Channel"] = {"Name": channel_names}
+    streamed = {} if in_memory else {"shape": data.shape, "dtype": data.dtype, "bigtiff": True}
+    if not in_memory:  # tifffile compresses this many bytes of tiles at once (default 512 MiB): one band
+        streamed["buffersize"] = TILE * data.shape[-1] * np.dtype(data.dtype).itemsize
     tifffile.imwrite(
         path,
-        data,
+        data if in_memory else _tiles(data),
         imagej=imagej,
-        metadata=metadata if imagej else None,
+        ome=not imagej,
+        metadata=metadata,
         resolution=resolution,
+        photometric="minisblack",
+        tile=None if in_memory else (TILE, TILE),
         compression=None if compression == "none" else compression,
+        **streamed,
     )
 
 
@@ -70,7 +109,8 @@ class TiffOptions:
 
 
 class LabelTiffWriter(Writer):
-    """Label image as compressed TIFF (<stem>_masks.tif), smallest unsigned dtype; for Fiji, napari."""
+    """Label image as compressed TIFF (<stem>_masks.tif) for Fiji, napari: ImageJ hyperstack (uint8/uint16)
+    or OME-TIFF (uint32) in the smallest unsigned dtype; zarr labels as a tiled OME BigTIFF, streamed."""
 
     Options = TiffOptions
 
@@ -80,10 +120,11 @@ class LabelTiffWriter(Writer):
     def write(self, prediction: Prediction, out_dir: Path, stem: str) -> list[Path]:
         target = Path(out_dir) / f"{stem}_masks.tif"
         with atomic_path(target) as tmp:
+            labels = prediction.labels
             write_tiff(
                 tmp,
-                smallest_uint(prediction.labels),
-                "YX",
+                smallest_uint(labels) if isinstance(labels, np.ndarray) else labels,
+                prediction.axes,
                 self.options.compression,
                 prediction.image.metadata,
             )
@@ -91,7 +132,8 @@ class LabelTiffWriter(Writer):
 
 
 class FlowsWriter(Writer):
-    """Raw logits [cellprob, dY, dX] as a 3-channel float32 ImageJ TIFF (<stem>_flows.tif)."""
+    """Raw logits [cellprob, dY, dX] as a 3-channel float32 TIFF (<stem>_flows.tif): ImageJ hyperstack
+    ("CYX", "ZCYX", ...); zarr logits as a tiled OME BigTIFF, streamed."""
 
     Options = TiffOptions
     needs_logits = True
@@ -104,10 +146,11 @@ class FlowsWriter(Writer):
             raise ValueError("the flows writer needs prediction.logits (needs_logits = True)")
         target = Path(out_dir) / f"{stem}_flows.tif"
         with atomic_path(target) as tmp:
+            logits = prediction.logits
             write_tiff(
                 tmp,
-                np.asarray(prediction.logits, dtype=np.float32),
-                "CYX",
+                np.asarray(logits, dtype=np.float32) if isinstance(logits, np.ndarray) else logits,
+                prediction.axes[:-2] + "CYX",
                 self.options.compression,
                 prediction.image.metadata,
                 ["cellprob", "dY", "dX"],
@@ -128,6 +171,14 @@ def display_rgb(data: np.ndarray, percentiles: tuple[float, float]) -> np.ndarra
         scaled.append(np.clip(unit * 255 + 0.5, 0, 255).astype(np.uint8))
     order = {1: (0, 0, 0), 2: (0, 1, 0)}.get(len(scaled), (0, 1, 2))
     return np.stack([scaled[i] for i in order], axis=-1)
+
+
+def channels_first(data: Any, axes: str) -> np.ndarray:
+    """(C, H, W) of a 2-D image ``data`` named by ``axes`` (file order): Y and X last, every other axis
+    (channels, whatever its letter, and singleton ones) merged into C, first."""
+    order = [i for i, a in enumerate(axes) if a not in "YX"] + [axes.index("Y"), axes.index("X")]
+    data = np.asarray(data).transpose(order)
+    return data.reshape(-1, *data.shape[-2:])
 
 
 def outlines(labels: np.ndarray, width: int) -> np.ndarray:
@@ -162,7 +213,8 @@ class OverlayOptions:
 
 
 class OverlayWriter(Writer):
-    """PNG of the image (8-bit, percentile contrast) with every object's outline (<stem>_overlay.png)."""
+    """PNG of the image (8-bit, percentile contrast) with every object's outline (<stem>_overlay.png); 2-D
+    images in memory only (UserError otherwise)."""
 
     Options = OverlayOptions
 
@@ -172,7 +224,18 @@ class OverlayWriter(Writer):
     def write(self, prediction: Prediction, out_dir: Path, stem: str) -> list[Path]:
         from PIL import Image as PILImage
 
-        labels, image = prediction.labels, prediction.image.data
+        labels, axes = prediction.labels, prediction.axes
+        if axes != "YX":
+            raise UserError(
+                f"overlay: draws 2-D images only; for this {axes} result open {stem}_masks.tif over the image "
+                "in napari or Fiji"
+            )
+        if not isinstance(labels, np.ndarray):
+            raise UserError(
+                f"overlay: {stem} is too large for a PNG ({' x '.join(map(str, labels.shape))}); "
+                "use the zarr writer and napari"
+            )
+        image = channels_first(prediction.image.data, prediction.image.axes)
         if labels.shape != image.shape[1:]:
             raise ValueError(f"labels {labels.shape} and image {image.shape} (C, H, W) differ in size")
         rgb = display_rgb(image, self.options.percentiles)
@@ -183,8 +246,21 @@ class OverlayWriter(Writer):
         return [target]
 
 
+def _objects(prediction: Prediction) -> Iterator[tuple[dict[str, int], int, np.ndarray]]:
+    """``(plane, label, contour)`` for every object of every 2-D plane of the labels, streamed (see
+    :func:`~vista2d_io.contours.iter_contours`); ``plane`` maps the leading axes ("t", "z") to 0-based
+    positions (empty for "YX" labels)."""
+    lead = prediction.axes[:-2].lower()
+    for index in np.ndindex(*prediction.labels.shape[:-2]):
+        plane = dict(zip(lead, map(int, index)))
+        for label, points in iter_contours(prediction.labels, index):
+            yield plane, label, points
+
+
 class RoisWriter(Writer):
-    """ImageJ/Fiji ROI set (<stem>_rois.zip): one polygon ROI per label, named by its label id."""
+    """ImageJ/Fiji ROI set (<stem>_rois.zip): one polygon ROI per label (subpixel coordinates), named by its
+    label id, or "z<z>-<label>" / "t<t>-z<z>-<label>" with its 1-based plane (also stored as the ROI's
+    z/t position, and as its stack position for a single stack axis) for stacks."""
 
     Options = NoOptions
 
@@ -194,14 +270,21 @@ class RoisWriter(Writer):
     def write(self, prediction: Prediction, out_dir: Path, stem: str) -> list[Path]:
         import roifile
 
-        rois = []
-        for label, points in outer_contours(prediction.labels).items():
-            roi = roifile.ImagejRoi.frompoints(points, name=str(label))
-            roi.roitype = roifile.ROI_TYPE.POLYGON  # a vertex list (frompoints says freehand)
-            rois.append(roi)
+        def rois() -> Iterator[roifile.ImagejRoi]:
+            for plane, label, points in _objects(prediction):
+                roi = roifile.ImagejRoi.frompoints(
+                    points,
+                    name="-".join([*(f"{axis}{i + 1}" for axis, i in plane.items()), str(label)]),
+                    z=plane.get("z"),
+                    t=plane.get("t"),
+                    position=next(iter(plane.values())) if len(plane) == 1 else None,
+                )
+                roi.roitype = roifile.ROI_TYPE.POLYGON  # a vertex list (frompoints says freehand)
+                yield roi
+
         target = Path(out_dir) / f"{stem}_rois.zip"
         with atomic_path(target) as tmp:
-            roifile.roiwrite(tmp, rois, mode="w")
+            roifile.roiwrite(tmp, rois(), mode="w")  # writes each ROI as it comes
         return [target]
 
 
@@ -213,7 +296,8 @@ class GeoJsonOptions:
 
 
 class GeoJsonWriter(Writer):
-    """QuPath GeoJSON (<stem>.geojson): one Polygon feature per label, with its label id."""
+    """QuPath GeoJSON (<stem>.geojson): one Polygon feature per label, with its label id and, for stacks,
+    its 0-based ``plane`` ({"t": ..., "z": ...}); written feature by feature."""
 
     Options = GeoJsonOptions
 
@@ -221,21 +305,86 @@ class GeoJsonWriter(Writer):
         self.options = options
 
     def write(self, prediction: Prediction, out_dir: Path, stem: str) -> list[Path]:
-        features = []
-        for label, points in outer_contours(prediction.labels).items():
-            ring = np.concatenate([points, points[:1]]).tolist()
-            features.append(
-                {
+        target = Path(out_dir) / f"{stem}.geojson"
+        with atomic_path(target) as tmp, tmp.open("w") as out:
+            out.write('{"type": "FeatureCollection", "features": [')
+            for n, (plane, label, points) in enumerate(_objects(prediction)):
+                ring = np.concatenate([points, points[:1]]).tolist()
+                properties = {"objectType": self.options.object_type, "name": str(label), "label": label}
+                if plane:
+                    properties["plane"] = plane
+                feature = {
                     "type": "Feature",
                     "geometry": {"type": "Polygon", "coordinates": [ring]},
-                    "properties": {
-                        "objectType": self.options.object_type,
-                        "name": str(label),
-                        "label": label,
-                    },
+                    "properties": properties,
+                }
+                out.write(("," if n else "") + json.dumps(feature))
+            out.write("]}")
+        return [target]
+
+
+@attrs.define
+class ZarrOptions:
+    """``chunk``: Y/X chunk size of every level; ``levels``: resolution levels, full resolution included
+    (0: halve Y and X until both are <= 1024)."""
+
+    chunk: int = attrs.field(default=1024, validator=attrs.validators.ge(16))
+    levels: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+
+
+def _pyramid(shape: tuple[int, ...], levels: int) -> list[tuple[int, ...]]:
+    """Shapes of the levels: ``shape`` (..., Y, X), then Y and X halved (rounded up) level by level."""
+    shapes = [tuple(shape)]
+    while len(shapes) < levels if levels else max(shapes[-1][-2:]) > 1024:
+        *lead, height, width = shapes[-1]
+        shapes.append((*lead, -(-height // 2), -(-width // 2)))
+    return shapes
+
+
+class ZarrWriter(Writer):
+    """Labels as an OME-NGFF 0.4 labels image (<stem>_masks.ome.zarr, zarr v2; napari-ome-zarr, ome-zarr-py):
+    level "0" the labels in the smallest unsigned dtype (a zarr array's own), levels "1", "2", ... halved
+    by nearest neighbour; written chunk by chunk, so memory holds a few chunks whatever the image size."""
+
+    Options = ZarrOptions
+
+    def __init__(self, options: ZarrOptions) -> None:
+        self.options = options
+
+    def write(self, prediction: Prediction, out_dir: Path, stem: str) -> list[Path]:
+        import zarr
+
+        labels, axes, chunk = prediction.labels, prediction.axes, self.options.chunk
+        shapes = _pyramid(labels.shape, self.options.levels)
+        source = prediction.image.metadata
+        target = Path(out_dir) / f"{stem}_masks.ome.zarr"
+        with atomic_dir(target) as tmp:
+            root = zarr.open_group(tmp, mode="w", zarr_format=2)
+            previous, dtype = labels, label_dtype(labels)
+            for level, shape in enumerate(shapes):
+                array = root.create_array(
+                    str(level),
+                    shape=shape,
+                    chunks=(1,) * (len(shape) - 2) + (chunk, chunk),
+                    dtype=dtype,
+                    fill_value=0,
+                    chunk_key_encoding={"name": "v2", "separator": "/"},  # NGFF 0.4 requires "/"
+                )
+                step = 1 if level == 0 else 2
+                for *plane, ys, xs in blocks(shape, chunk, chunk):
+                    region = (
+                        *plane,
+                        slice(ys.start * step, ys.stop * step),
+                        slice(xs.start * step, xs.stop * step),
+                    )
+                    array[(*plane, ys, xs)] = np.asarray(previous[region])[..., ::step, ::step]
+                previous = array
+            root.attrs.update(
+                {
+                    "multiscales": multiscales(
+                        axes, len(shapes), source.get("pixel_size"), source.get("unit"), f"{stem}_masks"
+                    ),
+                    "image-label": {"version": "0.4"},
                 }
             )
-        target = Path(out_dir) / f"{stem}.geojson"
-        with atomic_path(target) as tmp:
-            tmp.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
         return [target]

@@ -123,10 +123,8 @@ MUTANTS = [
            ("tests/test_infer.py::test_folder_of_mixed_files_with_one_corrupt",)),
     Mutant("geojson-not-atomic", "writers: geojson written straight to its target",
            "plugins/vista2d_io/writers.py",
-           "        with atomic_path(target) as tmp:\n"
-           '            tmp.write_text(json.dumps({"type": "FeatureCollection", "features": features}))\n',
-           '        target.parent.mkdir(parents=True, exist_ok=True)\n'
-           '        target.write_text(json.dumps({"type": "FeatureCollection", "features": features}))\n',
+           '        with atomic_path(target) as tmp, tmp.open("w") as out:\n',
+           '        with target.open("w") as out:\n',
            ("tests/test_writers.py",)),
     Mutant("overlay-not-atomic", "writers: overlay PNG written straight to its target",
            "plugins/vista2d_io/writers.py",

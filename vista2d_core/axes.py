@@ -34,8 +34,8 @@ def resolve_axes(axes: str, shape: tuple[int, ...], override: str | None = None,
     """The axes of an array of ``shape``: ``override`` (``data.axes``) when given, else the reader's
     ``axes`` with S (a pixel's samples) read as C and axes of size 1 the file does not name set aside (Q).
 
-    An unnamed axis (Q, I, ...) of more than 1 entry is channels when it is the only one, the image is 3-D
-    and it has at most 4 entries (RGB(A), a few stains), as arrays are read everywhere in the toolkit;
+    An unnamed axis (Q, I, ...) of more than 1 entry is channels when it is the only one, the image has 3
+    axes of more than 1 entry and it has at most 4 entries (RGB(A), a few stains), as arrays are read everywhere in the toolkit;
     otherwise it is a UserError naming ``source``, the shape and the key to set.
     """
     if override:
@@ -49,7 +49,8 @@ def resolve_axes(axes: str, shape: tuple[int, ...], override: str | None = None,
         raise UserError(f"{source}: the reader named {len(letters)} axes ({axes!r}) for an image of shape "
                         f"{tuple(shape)}: set data.axes")
     unknown = [i for i, (a, n) in enumerate(zip(letters, shape)) if a == "Q" and n > 1]
-    if len(unknown) == 1 and len(shape) == 3 and shape[unknown[0]] <= 4 and "C" not in letters:
+    wide = sum(n > 1 for n in shape)
+    if len(unknown) == 1 and wide == 3 and shape[unknown[0]] <= 4 and "C" not in letters:
         letters[unknown[0]] = "C"
     elif unknown:
         i = unknown[0]

@@ -27,7 +27,10 @@ _probability = [v.ge(0.0), v.le(1.0)]
 def _axes(instance: Any, attribute: attrs.Attribute, value: str) -> None:
     from .axes import check_axes_text
 
-    check_axes_text(value)
+    try:
+        check_axes_text(value)
+    except ValueError as exc:
+        raise ValueError(f"'{attribute.name}' {exc}") from None
 
 
 @attrs.define

@@ -59,11 +59,11 @@ def stitch(labels: Any, stack_axes: str, threshold: float) -> int:
             before = tuple(i - 1 if k == along else s for k, s in enumerate(series))
             after = tuple(i if k == along else s for k, s in enumerate(series))
             new, old, inter = _overlaps(labels, before, after)
-            if not len(inter):
-                continue
             iou = inter / (area[new] + area[old] - inter)
             ok = iou >= threshold
             new, old, iou = new[ok], old[ok], iou[ok]
+            if not len(iou):
+                continue
             # each old object keeps only its best new matches, then each new object takes its best old one
             best_of_old = np.zeros(top + 1)
             np.maximum.at(best_of_old, old, iou)

@@ -20,6 +20,7 @@ from vista2d_core.executor import Executor
 from vista2d_core.model import build_model, save_checkpoint
 from vista2d_core.recipe import recipe_from_dict, recipe_to_dict
 from vista2d_core.segment_file import segment_file
+from vista2d_core.segmenter import Segmentation, Segmenter
 from vista2d_core.stitch import stitch
 
 
@@ -263,3 +264,44 @@ def test_a_local_dask_cluster_gives_the_same_labels(tmp_path, images, tiny_check
         there = tifffile.imread(tmp_path / "dask" / f"{name}_masks.tif")
         assert here.max() > 1
         np.testing.assert_array_equal(here, there)
+
+
+def write_ome_zarr(path, data, axes):
+    import zarr
+
+    group = zarr.open_group(path, mode="w", zarr_format=2)
+    group.create_array("0", data=data, chunks=(1,) * (data.ndim - 2) + (32, 32))
+    names = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+    group.attrs["multiscales"] = [{
+        "version": "0.4", "axes": [{"name": a, "type": names[a]} for a in axes.lower()],
+        "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1.0] * data.ndim}]}],
+    }]
+
+
+def test_an_ome_zarr_stack_in_gives_ome_zarr_labels_out_block_by_block(tmp_path, rng, tiny_checkpoint):
+    from vista2d_io.readers import OmeZarrReader
+
+    (tmp_path / "images").mkdir()
+    write_ome_zarr(tmp_path / "images" / "cells.ome.zarr", rng.integers(0, 255, (2, 2, 80, 72), dtype=np.uint8),
+                   "CZYX")
+    assert main([*segment_args(tmp_path, tiny_checkpoint, "out"), "-w", "zarr,tiff"]) == 0
+    out = tmp_path / "out"
+    labels = OmeZarrReader(OmeZarrReader.Options()).read(out / "cells_masks.ome.zarr")
+    assert labels.axes == "ZYX" and labels.data.shape == (2, 80, 72) and labels.data.max() > 1
+    with tifffile.TiffFile(out / "cells_masks.tif") as tif:  # block-wise results are streamed as tiled TIFF
+        assert tif.pages.first.is_tiled and tif.series[0].axes == "ZYX"
+        np.testing.assert_array_equal(tif.asarray(), labels.data)
+    assert sorted(p.name for p in out.iterdir()) == [".vista2d", "cells_masks.ome.zarr", "cells_masks.tif",
+                                                     "resolved_recipe.toml"]
+    assert [p.name for p in (out / ".vista2d").iterdir()] == ["cells.done.json"]  # the work store is gone
+
+
+def test_python_segments_a_stack_named_by_its_axes():
+    segmenter = IdealSegmenter(ideal_recipe(stitch_threshold=0.25))  # Segmenter's methods on an ideal network
+    planes = np.stack([disks_image(radius=r) for r in (8, 9)])
+    result = Segmenter.segment(segmenter, planes, axes="ZYX")
+    assert isinstance(result, Segmentation) and result.labels.shape == planes.shape
+    assert result.logits.shape == (2, 3, *planes.shape[1:]) and result.cellprob.shape == planes.shape
+    assert result.labels.max() == len(DISKS)  # stitched through z
+    with pytest.raises(UserError, match='name its axes, e.g. axes="ZYX"'):
+        Segmenter.logits(segmenter, planes[None])

@@ -41,7 +41,8 @@ def channels_first(data: np.ndarray, axes: str | None = None) -> np.ndarray:
         raise UserError(f"cannot tell the axes of an array of shape {data.shape}: pass axes=\"CYX\" "
                         f"(channels first) or axes=\"YXC\" (channels last)")
     raise UserError(f"expected one 2-D or 3-D image, got an array of shape {data.shape} "
-                    f"(several images: pass a list of arrays)")
+                    f"(a z-stack or time series: name its axes, e.g. axes=\"ZYX\" or \"TCYX\"; "
+                    f"several images: pass a list of arrays)")
 
 
 def select_channels(data: np.ndarray, channels: Sequence[int] | None = None) -> np.ndarray:

@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,12 @@ from .interfaces import Prediction
 from .recipe import Recipe, recipe_to_dict
 from .stitch import stitch
 from .tasks import Job, assemble_core, keep_segmenter, measure_plane, segment_block
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from .interfaces import Image
+    from .segmenter import Segmenter
 
 # Infer keys that do not change what a model computes for an image (left out of fingerprints).
 _RUN_KEYS = ("inputs", "writers", "resume", "dask_workers", "dask_address", "output_subdir")
@@ -62,16 +69,16 @@ def block_context(recipe: Recipe) -> int:
 
 def segment_file(
     path: Path,
-    segmenter: object,
+    segmenter: Segmenter,
     executor: Executor,
     work: Path,
     keep_logits: bool = False,
 ) -> tuple[Prediction, int, Callable[[], None]]:
-    """Segment ``path`` with ``segmenter`` (a :class:`~vista2d_core.segmenter.Segmenter`); return the
+    """Segment ``path`` with ``segmenter``; return the
     prediction, its number of objects and a function that removes its work store (call it once the
     outputs are written).
     ``work``: the work store's path, for block-wise runs."""
-    recipe: Recipe = segmenter.recipe
+    recipe = segmenter.recipe
     infer = recipe.infer
     image = open_image(path, recipe.data.axes)
     shape = tuple(image.data.shape)
@@ -79,11 +86,7 @@ def segment_file(
     height, width = plane_size(image.axes, shape)
     blockwise = executor.distributed or (infer.block_size and max(height, width) > infer.block_size)
     if not blockwise:
-        labels, logits = _whole_planes(image, segmenter, stack, keep_logits, executor)
-        if infer.stitch_threshold and lead:
-            stitch(labels, lead, infer.stitch_threshold)
-        objects = int(labels.max(initial=0))
-        labels = labels.astype(np.uint16) if objects <= np.iinfo(np.uint16).max else labels
+        labels, logits, objects = segment_planes(segmenter, image, keep_logits, executor.progress)
         return Prediction(labels, image, logits, lead + "YX"), objects, lambda: None
 
     block = infer.block_size or max(height, width)
@@ -110,14 +113,17 @@ def segment_file(
     return Prediction(store["labels"], image, logits, lead + "YX"), objects, store.remove
 
 
-def _whole_planes(
-    image: object, segmenter: object, stack: tuple[int, ...], keep_logits: bool, executor: Executor
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Every plane segmented whole: labels (*stack, H, W) numbered over the stack, logits when kept."""
+def segment_planes(
+    segmenter: Segmenter, image: Image, keep_logits: bool = False, progress: Progress | None = None
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Every plane of ``image`` (axes resolved) segmented whole, labels numbered over the stack and
+    stitched by ``infer.stitch_threshold``: labels (*stack, H, W) uint16 (uint32 above 65535 objects),
+    logits (*stack, 3, H, W) when kept, and the number of objects."""
+    shape = tuple(image.data.shape)
+    stack, lead = stack_shape(image.axes, shape), stack_axes(image.axes, shape)
     labels, logits, top = [], [], 0
-    indices = list(planes(image.axes, image.data.shape))
-    progress = executor.progress if len(indices) > 1 else None
-    task = progress.add_task(f"{image.path.name}: planes", total=len(indices)) if progress else None
+    indices = list(planes(image.axes, shape))
+    task = progress.add_task(f"{image.path.name}: planes", total=len(indices)) if progress and stack else None
     for plane in indices:
         plane_logits = segmenter._logits(read_plane(image.data, image.axes, plane))
         found = segmenter.postprocessor(plane_logits).astype(np.uint32)
@@ -130,6 +136,10 @@ def _whole_planes(
             progress.advance(task)
     if task is not None:
         progress.remove_task(task)
-    shape = (*stack, *labels[0].shape)
+    stacked = np.stack(labels).reshape(*stack, *labels[0].shape)
+    threshold = segmenter.recipe.infer.stitch_threshold
+    objects = stitch(stacked, lead, threshold) if threshold and lead else top
+    if objects <= np.iinfo(np.uint16).max:
+        stacked = stacked.astype(np.uint16)
     kept = np.stack(logits).reshape(*stack, *logits[0].shape) if keep_logits else None
-    return np.stack(labels).reshape(shape), kept
+    return stacked, kept, objects

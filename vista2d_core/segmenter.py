@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .axes import STACK, resolve_axes
 from .distributed import resolve_device
 from .interfaces import Image, Prediction
 from .model import build_model
@@ -32,20 +33,21 @@ Images = np.ndarray | Sequence[np.ndarray]
 @attrs.define
 class Segmentation:
     """One image's result: ``labels`` (H, W) uint16 (uint32 above 65535 objects) and ``logits`` (3, H, W)
-    float32 ``[cellprob logit, dY, dX]`` (flows x5, cellpose's ``dP`` convention)."""
+    float32 ``[cellprob logit, dY, dX]`` (flows x5, cellpose's ``dP`` convention); stacks keep their
+    leading T/Z axes in front of both."""
 
     labels: np.ndarray
     logits: np.ndarray
 
     @property
     def cellprob(self) -> np.ndarray:
-        """(H, W) cell probability in [0, 1] (sigmoid of the logit)."""
-        return 1.0 / (1.0 + np.exp(-self.logits[0]))
+        """(..., H, W) cell probability in [0, 1] (sigmoid of the logit)."""
+        return 1.0 / (1.0 + np.exp(-self.logits[..., 0, :, :]))
 
     @property
     def flows(self) -> np.ndarray:
-        """(2, H, W) flows ``[dY, dX]`` as the network gives them (x5, as cellpose's ``dP``)."""
-        return self.logits[1:]
+        """(..., 2, H, W) flows ``[dY, dX]`` as the network gives them (x5, as cellpose's ``dP``)."""
+        return self.logits[..., 1:, :, :]
 
 
 class Segmenter:
@@ -126,16 +128,28 @@ class Segmenter:
         return self._logits(channels_first(data, axes))
 
     def segment(self, data: Images, axes: str | None = None) -> Segmentation | list[Segmentation]:
-        """Labels and logits (cell probability, flows) of one image array, or of each in a list."""
+        """Labels and logits (cell probability, flows) of one image array, or of each in a list. A z-stack
+        or time series names its axes (``axes="ZYX"``, ``"TCYX"``, ...): planes are segmented one by one,
+        stitched by ``infer.stitch_threshold``, and the results keep the T/Z axes."""
         if isinstance(data, (list, tuple)):
             return [self.segment(d, axes) for d in data]
+        if axes and set(axes.upper()) & set(STACK):
+            from .segment_file import segment_planes
+
+            data = np.asarray(data)
+            image = Image(data, Path("array"), axes=resolve_axes(axes, data.shape, axes, "array"))
+            labels, logits, _ = segment_planes(self, image, keep_logits=True)
+            return Segmentation(labels, logits)
         logits = self.logits(data, axes)
         return Segmentation(self.postprocessor(logits), logits.float().cpu().numpy())
 
     def __call__(self, data: Images, axes: str | None = None) -> np.ndarray | list[np.ndarray]:
-        """One image array -> (H, W) uint16 labels (uint32 above 65535 objects); a list -> a list."""
+        """One image array -> (H, W) uint16 labels (uint32 above 65535 objects); a list -> a list; a stack
+        with its ``axes`` -> labels with its T/Z axes (see :meth:`segment`)."""
         if isinstance(data, (list, tuple)):
             return [self(d, axes) for d in data]
+        if axes and set(axes.upper()) & set(STACK):
+            return self.segment(data, axes).labels
         return self.postprocessor(self.logits(data, axes))
 
     def predict(self, image: Image, keep_logits: bool = False) -> Prediction:

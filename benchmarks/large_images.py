@@ -39,11 +39,13 @@ def tiled(tile: np.ndarray, size: int) -> np.ndarray:
     return np.tile(block, reps)[:size, :size]
 
 
+SETTINGS: list[str] = []  # --set for every run (from the command line)
+
+
 def segment(image: Path, checkpoint: Path, out: Path, *sets: str) -> tuple[float, float]:
-    """Run ``vista2d segment`` on ``image``; (seconds, peak RSS in MB)."""
-    args = [sys.executable, "-m", "vista2d_core", "segment", str(image), "-c", str(checkpoint), "-o", str(out),
-            "--set", "infer.tta=false"]
-    for s in sets:
+    """Run ``vista2d segment`` on ``image`` with :data:`SETTINGS` and ``sets``; (seconds, peak RSS in MB)."""
+    args = [sys.executable, "-m", "vista2d_core", "segment", str(image), "-c", str(checkpoint), "-o", str(out)]
+    for s in [*SETTINGS, *sets]:
         args += ["--set", s]
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", _MEASURE, *args], check=False, capture_output=True, text=True)
@@ -64,11 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agreement-size", type=int, default=2048)
     parser.add_argument("--dask-size", type=int, default=1024)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "large_images.json")
+    parser.add_argument("--set", dest="sets", action="append", default=["infer.tta=false", "infer.runtime.name=eager"],
+                        help="a recipe override for every run (default: no TTA, eager)")
     args = parser.parse_args(argv)
+    SETTINGS[:] = args.sets
     from vista2d_core.evaluate import average_precision
 
     tile = tifffile.imread(args.image)
-    report: dict = {"checkpoint": str(args.checkpoint), "tile": str(args.image), "block": args.block, "runs": []}
+    report: dict = {"checkpoint": str(args.checkpoint), "tile": str(args.image), "block": args.block,
+                    "settings": args.sets, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for size in sorted({*args.sizes, args.agreement_size, args.dask_size}):

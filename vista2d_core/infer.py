@@ -108,7 +108,7 @@ def infer_inputs(recipe: Recipe) -> tuple[list[Path], list[tuple[str, str]]]:
 
 def infer(recipe: Recipe) -> int:
     """Run the infer stage; return 1 when any input failed (each reported), else 0."""
-    from .segment_file import segment_file, settings_key
+    from .segment_file import file_key, segment_file, settings_key
     from .segmenter import Segmenter
 
     device = distributed.setup(recipe.device)  # first: synthetic data generation waits on rank 0
@@ -128,7 +128,8 @@ def infer(recipe: Recipe) -> int:
     with progress_bar() as bar, open_executor(infer.dask_workers, infer.dask_address, bar) as executor:
         for path, stem in bar.track(pairs, description="segmenting"):
             done = out_dir / ".vista2d" / f"{stem}.done.json"
-            record = {"image": str(path), "settings": settings, "writers": [n for n, _ in writers]}
+            record = {"image": str(path), "settings": file_key(path, settings),
+                      "writers": [name for name, _ in writers]}
             if infer.resume and _completed(done, record):
                 summary.skipped += 1
                 continue
@@ -156,7 +157,8 @@ def infer(recipe: Recipe) -> int:
 
 
 def _completed(done: Path, record: dict) -> bool:
-    """Whether ``done`` records a run with the same image, settings and writers whose outputs all exist."""
+    """Whether ``done`` records a run with the same image (file and its size and time), settings and writers
+    whose outputs all exist."""
     try:
         previous = json.loads(done.read_text())
     except (OSError, ValueError):

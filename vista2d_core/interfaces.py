@@ -5,7 +5,9 @@ as an attrs class in the class attribute ``Options`` (the core structures and va
 table for the component into it) and is constructed as ``Plugin(options)``; heads also get
 ``in_channels``. The core checks a plugin against its kind's interface when it is loaded
 (:func:`missing_members`), so a third-party plugin need not subclass these classes, only provide
-their members.
+their members. The one kind that is data, not a class, is ``vista2d.models``: an entry point names a
+model card (a dict, or a zero-argument callable returning one) that the core structures into
+:class:`ModelCard`.
 
 Array conventions: images are arrays in their file's dtype whose axes a string of the letters T, Z, C,
 Y, X names (``Image.axes``; "CYX" by default); network inputs are float tensors ``(B, 3, H, W)`` in
@@ -17,6 +19,7 @@ T/Z axes for time series and z-stacks (``Prediction.axes``).
 from __future__ import annotations
 
 import abc
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -182,6 +185,40 @@ class Runtime(abc.ABC):
         return None
 
 
+@attrs.frozen
+class CardRecipe:
+    """The recipe tables that go with a model's weights (backbone variant, window, postprocessor, ...),
+    laid under the user's recipe when the model is named in ``model.checkpoint``."""
+
+    model: dict[str, Any] = attrs.Factory(dict)
+    data: dict[str, Any] = attrs.Factory(dict)
+    infer: dict[str, Any] = attrs.Factory(dict)
+
+
+def _http_url(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if not value.startswith(("https://", "http://")):
+        raise ValueError(f"'{attribute.name}' must be an http(s) URL, got {value!r}")
+
+
+def _sha256(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        raise ValueError(f"'{attribute.name}' must be 64 hexadecimal digits, got {value!r}")
+
+
+@attrs.frozen
+class ModelCard:
+    """A pretrained model file published under a name (group ``vista2d.models``; the name is the entry
+    point's). ``url``: where to download it (http or https); ``sha256``: its checksum, verified after
+    download when given; ``licence`` is shown on first download; ``recipe``: see :class:`CardRecipe`."""
+
+    url: str = attrs.field(validator=_http_url)
+    sha256: str | None = attrs.field(default=None, validator=_sha256)
+    description: str = ""
+    licence: str = ""
+    citation: str = ""
+    recipe: CardRecipe = attrs.Factory(CardRecipe)
+
+
 KINDS: dict[str, type] = {
     "backbones": Backbone,
     "heads": Head,
@@ -190,6 +227,7 @@ KINDS: dict[str, type] = {
     "losses": Loss,
     "postprocessors": Postprocessor,
     "runtimes": Runtime,
+    "models": ModelCard,
 }
 
 
@@ -206,7 +244,8 @@ def _defines(plugin: type, name: str) -> bool:
 
 
 def missing_members(plugin: type, kind: str) -> list[str]:
-    """Names the interface of ``kind`` requires that ``plugin`` lacks (empty when it satisfies it)."""
+    """Names the interface of ``kind`` requires that ``plugin`` lacks (empty when it satisfies it); for the
+    class kinds (model cards are checked by structuring them into :class:`ModelCard`)."""
     interface = KINDS[kind]
     missing = [name for name in sorted(interface.__abstractmethods__) if not _defines(plugin, name)]
     options = getattr(plugin, "Options", None)

@@ -2,7 +2,8 @@
 
 ``available(kind)`` and ``describe()`` read entry-point metadata only, so listing is instant and a broken
 plugin cannot break a listing. ``load(kind, name)`` imports one plugin and checks it against its kind's
-interface; ``create(kind, name, **options)`` also validates the options into the plugin's attrs
+interface (a model card, kind ``models``, is structured into :class:`~vista2d_core.interfaces.ModelCard`
+instead); ``create(kind, name, **options)`` also validates the options into the plugin's attrs
 ``Options`` class. Every failure is a :class:`UserError` whose message names the group and the plugin.
 The same name registered twice with different targets is an error, never a silent override.
 """
@@ -17,8 +18,8 @@ from typing import Any
 import attrs
 from stevedore import ExtensionManager, NamedExtensionManager
 
-from .errors import UserError
-from .interfaces import KINDS, missing_members
+from .errors import RecipeError, UserError
+from .interfaces import KINDS, ModelCard, missing_members
 
 
 def group(kind: str) -> str:
@@ -68,7 +69,7 @@ def _module_distributions() -> dict[str, list[str]]:
 
 def _package_of(target: str) -> str:
     top = target.split(":")[0].split(".")[0]
-    return ", ".join(_module_distributions().get(top, [top]))
+    return ", ".join(dict.fromkeys(_module_distributions().get(top, [top])))  # an egg-info may list it twice
 
 
 def describe(kind: str | None = None, *, load_plugins: bool = True) -> list[PluginInfo]:
@@ -80,7 +81,8 @@ def describe(kind: str | None = None, *, load_plugins: bool = True) -> list[Plug
             if load_plugins:
                 try:
                     plugin = load(k, ep.name)
-                    summary = ((plugin.__doc__ or "").strip().splitlines() or [""])[0]
+                    doc = plugin.description if isinstance(plugin, ModelCard) else plugin.__doc__ or ""
+                    summary = (doc.strip().splitlines() or [""])[0]
                 except UserError as exc:
                     error = str(exc)
             rows.append(PluginInfo(k, ep.name, ep.value, _package_of(ep.value), summary, error))
@@ -95,8 +97,9 @@ def unknown_name_message(kind: str, name: str) -> str:
     return f"no plugin '{name}' in {group(kind)}: {hint}installed: {', '.join(names) or 'none'}"
 
 
-def load(kind: str, name: str) -> type:
-    """Import plugin ``name`` of ``kind`` and check it against the kind's interface."""
+def load(kind: str, name: str) -> Any:
+    """Import plugin ``name`` of ``kind`` and check it against the kind's interface; for ``models``, the
+    validated :class:`~vista2d_core.interfaces.ModelCard`."""
     kind = canonical_kind(kind)
     targets = sorted({ep.value for ep in _entry_points(kind) if ep.name == name})
     if not targets:
@@ -118,6 +121,8 @@ def load(kind: str, name: str) -> type:
         reason = f"{type(failures[0]).__name__}: {failures[0]}" if failures else "it did not load"
         raise UserError(f"plugin '{name}' in {group(kind)} ({targets[0]}) is broken: {reason}")
     plugin = manager[name].plugin
+    if kind == "models":
+        return _model_card(plugin, name, targets[0])
     missing = missing_members(plugin, kind)
     if missing:
         interface = KINDS[kind].__name__
@@ -126,6 +131,21 @@ def load(kind: str, name: str) -> type:
             f"missing {', '.join(missing)}"
         )
     return plugin
+
+
+def _model_card(value: Any, name: str, target: str) -> ModelCard:
+    """The card an entry point names (a dict, or a callable returning one), structured and validated."""
+    from .options import structure
+
+    where = f"model card '{name}' in {group('models')} ({target}, package {_package_of(target)})"
+    try:
+        data = value() if callable(value) else value
+    except Exception as exc:  # noqa: BLE001 (a third party's function: report whatever it raises)
+        raise UserError(f"{where} is broken: {type(exc).__name__}: {exc}") from None
+    try:
+        return structure(ModelCard, data)
+    except RecipeError as exc:
+        raise UserError(f"{where}: {'; '.join(exc.problems)}") from None
 
 
 def create(kind: str, name: str, /, **options: Any) -> Any:

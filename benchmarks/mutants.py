@@ -158,7 +158,7 @@ MUTANTS = [
            ("tests/test_cli.py::test_ci_script_runs_the_readme_command_and_passes_its_status_on",)),
     # the first hour (issue 15)
     Mutant("checkpoint-settings-ignored", "recipes: a checkpoint's own settings do not fill in the recipe",
-           "vista2d_core/recipe.py", "    data = with_checkpoint_settings(data, base_dir)\n", "",
+           "vista2d_core/recipe.py", "        data = with_checkpoint_settings(data, base_dir)\n", "",
            ("tests/test_first_hour.py::test_a_recipe_that_names_only_the_checkpoint_takes_its_settings",)),
     Mutant("channels-last-misread", "arrays: (H, W, 3) read as (C, H, W)",
            "vista2d_core/preprocess.py", "            return data.transpose(2, 0, 1)\n", "            return data\n",

@@ -39,8 +39,8 @@ a name (`runtime = "amp"`) or a table with `name` and the plugin's own options
 (`runtime = { name = "amp", dtype = "bfloat16" }`); a table without `name` sets options of the default plugin.
 `vista2d plugins KIND` lists the installed names. Any value can be overridden on the command line with
 `--set key.path=value` (a TOML value, else a string); `--set infer.postprocessor.name=other` starts
-that plugin from its own defaults. A vista2d checkpoint named in `model.checkpoint` fills in the settings
-the recipe leaves unset (docs/models.md).
+that plugin from its own defaults. A vista2d checkpoint named in `model.checkpoint` (a file, or a model by
+name such as `"vista2d"`) fills in the settings the recipe leaves unset (docs/models.md).
 
 This page is generated from `vista2d_core/recipe.py` by `python docs/gen_reference.py`.
 """

@@ -39,3 +39,11 @@ def disk_labels(size: int = 96, centers=((30, 30), (60, 64), (30, 75)), radius: 
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_model_downloads(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and its subprocesses) gets an empty model cache and VISTA2D_OFFLINE=1: a recipe that names
+    a model (recipes/vista2d.toml) never downloads; tests of downloads unset it and serve files locally."""
+    monkeypatch.setenv("VISTA2D_HOME", str(tmp_path_factory.mktemp("vista2d_home")))
+    monkeypatch.setenv("VISTA2D_OFFLINE", "1")

@@ -148,7 +148,16 @@ def test_check_rejects_recipes_that_would_fail_at_once(tmp_path, capsys):
 
 
 def test_a_missing_official_checkpoint_says_where_to_get_it(capsys):
+    """Offline with an empty cache (conftest), the reference recipe's model by name says its URL and the
+    file to put there; a checkpoint path that does not exist points to docs/models.md."""
+    from vista2d_core.pretrained import cache_path, model_card
+
     assert main(["recipe", "check", str(RECIPES / "vista2d.toml"), "--set", 'infer.inputs=["x"]']) == 2
+    err = capsys.readouterr().err
+    assert "model.checkpoint: model 'vista2d' is not in the cache" in err
+    assert f"download {model_card('vista2d').url} " in err and err.rstrip().endswith(str(cache_path("vista2d")))
+    assert main(["recipe", "check", str(RECIPES / "vista2d.toml"), "--set", 'infer.inputs=["x"]',
+                 "--set", "model.checkpoint=models/model.pt"]) == 2
     err = capsys.readouterr().err
     assert "model.checkpoint: no such file" in err and "docs/models.md" in err
     assert (RECIPES.parent / "docs" / "models.md").is_file()

@@ -1,5 +1,6 @@
 """Every recipe in recipes/ is valid; the only problems allowed are model files a user downloads or trains
-(and the real images beside the repository, where this checkout has none)."""
+(models named, such as "vista2d", are not in the tests' empty offline cache) and the real images beside
+the repository, where this checkout has none."""
 
 from pathlib import Path
 
@@ -19,7 +20,8 @@ def test_recipe_is_valid(path):
         load_recipe(path)
     except RecipeError as exc:
         allowed = ("model.",) if REALDATA.is_dir() else ("model.", "data.datalists[0].path")
-        others = [p for p in exc.problems if "no such file" not in p or not p.startswith(allowed)]
+        missing = ("no such file", "is not in the cache")
+        others = [p for p in exc.problems if not any(m in p for m in missing) or not p.startswith(allowed)]
         assert not others, others
 
 

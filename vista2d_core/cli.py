@@ -27,6 +27,8 @@ app = typer.Typer(
 )
 recipe_app = typer.Typer(help="Check or show a recipe.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
+models_app = typer.Typer(invoke_without_command=True)
+app.add_typer(models_app, name="models")
 
 _SET = typer.Option(None, "--set", help="Override a recipe value: key.path=value (TOML value), repeatable.")
 
@@ -50,7 +52,9 @@ def run(recipe: Path = typer.Argument(..., help="TOML recipe."), set_: list[str]
 @app.command()
 def segment(
     images: list[str] = typer.Argument(..., help="Image files, globs or folders."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="model.pt (official VISTA2D layout or ours)."),
+    checkpoint: str = typer.Option(
+        ..., "--checkpoint", "-c", help="model.pt (official VISTA2D layout or ours), or a model name: vista2d models."
+    ),
     output: Path = typer.Option(Path("segmented"), "--output", "-o", help="Folder for the outputs."),
     writers: str | None = typer.Option(
         None, "--writers", "-w", help="Comma-separated writers: tiff,flows,overlay,rois,geojson [default: tiff]."
@@ -118,6 +122,54 @@ def bench(
     report = spec.report(columns)
     Console(soft_wrap=True).print(table(report))
     typer.echo(f"wrote {write_json(report, output)}")
+
+
+@models_app.callback()
+def models(ctx: typer.Context) -> None:
+    """List the pretrained models that can be used by name (with their cache state), or pull them."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+    from rich.filesize import decimal
+    from rich.markup import escape
+    from rich.table import Table
+
+    from .pretrained import cache_path, model_card
+    from .registry import describe
+
+    table = Table("name", "package", "cached", "size", "description", "licence", box=None, pad_edge=False)
+    for row in describe("models"):
+        if row.error:
+            table.add_row(row.name, row.package, "", "", f"[red]BROKEN: {escape(row.error)}[/red]", "")
+            continue
+        card = model_card(row.name)
+        path = cache_path(row.name, card)
+        cached = path.is_file()
+        table.add_row(row.name, row.package, "yes" if cached else "no", decimal(path.stat().st_size) if cached else "",
+                      escape(card.description), escape(card.licence))
+    Console(soft_wrap=True).print(table)
+
+
+@models_app.command("pull")
+def models_pull(names: list[str] = typer.Argument(..., help="Model names.")) -> None:
+    """Download models into the cache (verified; once, whichever process asks first) and print their paths."""
+    from .pretrained import fetch
+
+    for name in names:
+        typer.echo(fetch(name))
+
+
+@models_app.command("path")
+def models_path(name: str = typer.Argument(..., help="Model name.")) -> None:
+    """Print where a model's file is in the cache; exit 1 when it is not downloaded yet (put it there by hand,
+    or vista2d models pull NAME)."""
+    from .pretrained import cache_path
+
+    path = cache_path(name)
+    typer.echo(path)
+    if not path.is_file():
+        typer.echo(f"not downloaded yet: vista2d models pull {name}, or put the file there by hand", err=True)
+        raise typer.Exit(1)
 
 
 @recipe_app.command("check")

@@ -5,7 +5,9 @@ tuple[X, Y], dict[str, Any], nested attrs classes, and :class:`Component` (a plu
 options, validated against the plugin's own ``Options``). Path fields resolve against ``base_dir``
 (strings typed on the command line, :class:`CommandLineText`, against the current folder) and are
 normalised (no ``..``); a field with ``metadata={"must_exist": True}`` must name an existing file or
-folder, and a str field with ``metadata={"path_pattern": True}`` (file globs) resolves like a path.
+folder (with ``"model_name": True`` also the name of a model card, which becomes the card's file in the
+cache, downloaded when missing: :mod:`vista2d_core.pretrained`), and a str field with
+``metadata={"path_pattern": True}`` (file globs) resolves like a path.
 Validators declared on the fields run too, and their messages are reported with the field's path.
 """
 
@@ -155,7 +157,15 @@ def _convert(tp: Any, value: Any, path: str, ctx: _Ctx, meta: dict) -> Any:
         p = resolve_path(value, ctx.base_dir) if ctx.base_dir is not None or isinstance(value, CommandLineText) \
             else Path(value).expanduser()
         if meta.get("must_exist") and not p.exists():
-            ctx.fail(path, f"no such file: {p}{meta.get('hint', '')}")
+            from .pretrained import fetch, is_model_name
+
+            if not (meta.get("model_name") and is_model_name(str(value))):
+                ctx.fail(path, f"no such file: {p}{meta.get('hint', '')}")
+                return p
+            try:
+                return fetch(str(value))
+            except UserError as exc:
+                ctx.fail(path, str(exc))
         return p
     raise TypeError(f"options.structure: unsupported field type {tp!r} at {path}")
 

@@ -8,23 +8,26 @@ import sys
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 
 console = Console(stderr=True)
 
 
-def progress_bar() -> Progress:
-    """A progress bar on stderr (disabled unless stderr is a terminal); use as a context manager."""
+def progress_bar(transfer: bool = False) -> Progress:
+    """A progress bar on stderr (disabled unless stderr is a terminal); use as a context manager.
+    ``transfer``: counts bytes (size and speed) instead of items."""
+    counts = [DownloadColumn(), TransferSpeedColumn()] if transfer else [MofNCompleteColumn(), TimeElapsedColumn()]
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
+        *counts,
         TimeRemainingColumn(),
         console=console,
         disable=not sys.stderr.isatty(),

@@ -43,7 +43,7 @@ class Datalist:
 
 
 CHECKPOINT_HINT = (
-    " (train one with recipes/quickstart.toml, or download the official VISTA2D model.pt: docs/models.md)"
+    " (train one with recipes/quickstart.toml, or name a pretrained model, such as \"vista2d\": docs/models.md)"
 )
 
 
@@ -51,11 +51,14 @@ CHECKPOINT_HINT = (
 class Model:
     """The network: backbone + head, optionally initialised from a checkpoint (official VISTA2D layout).
 
-    A vista2d checkpoint carries the settings it was trained with; they fill in what the recipe leaves
-    unset.
+    ``checkpoint``: a file, or the name of a pretrained model (``"vista2d"``; ``vista2d models`` lists them),
+    downloaded into the cache on first use. A vista2d checkpoint carries the settings it was trained with,
+    a model's card the settings that go with it; they fill in what the recipe leaves unset.
     """
 
-    checkpoint: Path | None = attrs.field(default=None, metadata={"must_exist": True, "hint": CHECKPOINT_HINT})
+    checkpoint: Path | None = attrs.field(
+        default=None, metadata={"must_exist": True, "model_name": True, "hint": CHECKPOINT_HINT}
+    )
     backbone: Component = component("backbones", "sam")
     head: Component = component("heads", "vista2d")
     diameter: float | None = attrs.field(default=None, validator=v.optional(_positive))
@@ -302,17 +305,31 @@ def merge_tables(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def with_checkpoint_settings(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """The recipe ``data`` laid over the settings its ``model.checkpoint`` was trained with, if that is a
-    vista2d checkpoint (see :func:`vista2d_core.model.settings_from_checkpoint`); else ``data`` as it is."""
+    vista2d checkpoint (see :func:`vista2d_core.model.settings_from_checkpoint`); else ``data`` as it is.
+
+    A checkpoint given by model name (no such file, and a card of that name installed) is fetched into the
+    cache and stands in ``data`` as that file; its card's ``recipe`` tables lie between the checkpoint's
+    settings and ``data``. A failed download is a RecipeError at ``model.checkpoint``."""
     model = data.get("model")
     checkpoint = model.get("checkpoint") if isinstance(model, dict) else None
     if not isinstance(checkpoint, str):
         return data
     path = resolve_path(checkpoint, base_dir)
+    card: dict[str, Any] = {}
     if not path.is_file():
-        return data  # reported as a missing file by the structuring
+        from .pretrained import fetch, is_model_name, model_card
+
+        if not is_model_name(checkpoint):
+            return data  # reported as a missing file by the structuring
+        try:
+            path = fetch(checkpoint)
+        except UserError as exc:
+            raise RecipeError([f"model.checkpoint: {exc}"]) from None
+        card = unstructure(model_card(checkpoint).recipe)
+        data = merge_tables(data, {"model": {"checkpoint": str(path)}})
     from .model import settings_from_checkpoint
 
-    return merge_tables(settings_from_checkpoint(path), data)
+    return merge_tables(merge_tables(settings_from_checkpoint(path), card), data)
 
 
 def _structure_recipe(data: dict[str, Any], base_dir: Path, source: str) -> Recipe:
@@ -320,8 +337,8 @@ def _structure_recipe(data: dict[str, Any], base_dir: Path, source: str) -> Reci
     data.pop("source", None)
     if "mode" in data and isinstance(data["mode"], str):
         data["mode"] = [data["mode"]]
-    data = with_checkpoint_settings(data, base_dir)
     try:
+        data = with_checkpoint_settings(data, base_dir)
         recipe = structure(Recipe, data, base_dir=base_dir)
     except RecipeError as exc:
         raise RecipeError(exc.problems, source) from None

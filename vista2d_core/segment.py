@@ -5,18 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import UserError
+from .options import CommandLineText
 from .recipe import Recipe, apply_overrides, read_recipe_data, recipe_from_dict
 
 
 def segment_recipe(
     images: list[str],
-    checkpoint: Path,
+    checkpoint: str | Path,
     output: Path,
     writers: list[str] | None = None,
     recipe: Path | None = None,
     overrides: list[str] | None = None,
 ) -> Recipe:
-    """An infer recipe for ``images`` with ``checkpoint``, writing ``writers`` into ``output`` (default: the
+    """An infer recipe for ``images`` with ``checkpoint`` (a file or a model name), writing ``writers`` into ``output`` (default: the
     recipe's writers, else tiff).
 
     Model, data and infer settings come from ``recipe`` when given, laid over the checkpoint's own
@@ -26,7 +27,7 @@ def segment_recipe(
     cwd = Path.cwd()
     data = read_recipe_data(recipe) if recipe else {}
     base = recipe.resolve().parent if recipe else cwd
-    data.setdefault("model", {})["checkpoint"] = str(checkpoint.resolve())
+    data.setdefault("model", {})["checkpoint"] = CommandLineText(checkpoint)
     data["mode"] = "infer"
     data["output_dir"] = str(output.resolve())
     infer = data.setdefault("infer", {})

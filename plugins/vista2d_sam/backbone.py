@@ -48,7 +48,7 @@ class SamOptions:
     """Options of the ``sam`` backbone."""
 
     variant: Literal["vit_b", "vit_l", "vit_h", "vit_t"] = "vit_b"
-    weights: Path | None = attrs.field(default=None, metadata={"must_exist": True})
+    weights: Path | None = attrs.field(default=None, metadata={"must_exist": True, "model_name": True})
     resize_to: int | None = attrs.field(default=None, validator=v.optional(v.ge(0)))
     patch_size: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))
     stem: Literal["patch", "conv"] = "patch"
@@ -61,7 +61,7 @@ class SamBackbone(ImageEncoderViT):
     ``resize_to``: every input is resized bilinearly to this square size first (the variant's native
     size when unset: 1024 for SAM variants, as the reference; 0 = never resize, positional embeddings
     are interpolated to the input's grid instead). ``weights``: an original SAM ``.pth`` (or a bare
-    encoder state dict). ``stem``: ``"patch"`` (SAM's patch embedding) or ``"conv"`` (a small convolutional
+    encoder state dict), or a model name: ``"sam_vit_b"``, ``"sam_vit_l"``, ``"sam_vit_h"``. ``stem``: ``"patch"`` (SAM's patch embedding) or ``"conv"`` (a small convolutional
     stem, :class:`ConvStem`: trains faster from scratch, but SAM weights do not exist for it).
     ``freeze``: no gradients for the encoder.
     """

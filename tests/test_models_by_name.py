@@ -101,21 +101,31 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> bytes:
-    """The bytes of a vista2d checkpoint of the small vit_t model, with the settings it was 'trained' with."""
+def tiny_files(tmp_path_factory) -> tuple[bytes, bytes]:
+    """Two checkpoints of one small vit_t model: in the official layout (no settings, like the official
+    model.pt) and as vista2d writes them (with the settings it was 'trained' with: a 32 px window)."""
     torch.manual_seed(0)
     recipe = recipe_from_dict({"mode": "infer", "device": "cpu", "model": tiny_model_table(resize_to=0),
-                               "infer": {"roi_size": [32, 32], "overlap": 0.5}})
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(build_model(recipe.model), path, config=recipe_to_dict(recipe), epoch=1)
-    return path.read_bytes()
+                               "infer": {"roi_size": [32, 32], "postprocessor": UNTRAINED_POSTPROCESSOR}})
+    folder = tmp_path_factory.mktemp("ckpt")
+    net = build_model(recipe.model)
+    plain = save_checkpoint(net, folder / "plain.pt")
+    trained = save_checkpoint(net, folder / "trained.pt", config=recipe_to_dict(recipe), epoch=1)
+    return plain.read_bytes(), trained.read_bytes()
+
+
+@pytest.fixture
+def tiny_checkpoint(tiny_files) -> bytes:
+    return tiny_files[0]
 
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-TINY_RECIPE = {"infer": {"roi_size": [64, 64], "overlap": 0.5, "postprocessor": UNTRAINED_POSTPROCESSOR}}
+# what goes with the official-layout file: its backbone, a window and an untrained model's postprocessor
+TINY_RECIPE = {"model": tiny_model_table(resize_to=0),
+               "infer": {"roi_size": [64, 64], "overlap": 0.5, "postprocessor": UNTRAINED_POSTPROCESSOR}}
 
 
 def refused_url() -> str:
@@ -127,20 +137,24 @@ def refused_url() -> str:
 
 
 @pytest.fixture
-def cards(site, server, tiny_checkpoint, monkeypatch):  # noqa: F811
-    """Cards of a tmp distribution 'v2dtest-cards': ``tiny`` (served, checksum right, a recipe), ``tiny_bad_sum``,
-    ``tiny_missing`` (404), ``tiny_refused`` and ``tiny_sam`` (served where a test puts it); downloads allowed."""
+def cards(site, server, tiny_files, monkeypatch):  # noqa: F811
+    """Cards of a tmp distribution 'v2dtest-cards': ``tiny`` (the official-layout file, checksum right, a
+    recipe), ``tiny_trained`` (the file with settings), ``tiny_bad_sum``, ``tiny_missing`` (404),
+    ``tiny_refused`` and ``tiny_sam`` (served where a test puts it); downloads allowed."""
+    tiny_checkpoint, trained = tiny_files
     server.files["/tiny.pt"] = tiny_checkpoint
+    server.files["/trained.pt"] = trained
     good = {"url": f"{server.url}/tiny.pt", "sha256": sha256(tiny_checkpoint), "description": "tiny test model",
             "licence": "CC0-test", "recipe": TINY_RECIPE}
     module = "".join(f"{name.upper()} = {card!r}\n" for name, card in {
         "tiny": good,
+        "tiny_trained": {"url": f"{server.url}/trained.pt", "recipe": TINY_RECIPE},
         "tiny_bad_sum": {**good, "url": f"{server.url}/tiny.pt?again", "sha256": "0" * 64},
         "tiny_missing": {"url": f"{server.url}/missing.pt"},
         "tiny_refused": {"url": refused_url()},
         "tiny_sam": {"url": f"{server.url}/sam_vit_t.pth"},
     }.items())
-    names = ("tiny", "tiny_bad_sum", "tiny_missing", "tiny_refused", "tiny_sam")
+    names = ("tiny", "tiny_trained", "tiny_bad_sum", "tiny_missing", "tiny_refused", "tiny_sam")
     make_distribution(site, "v2dtest-cards", {CARDS: {n: f"v2dtest_cards:{n.upper()}" for n in names}},
                       {"v2dtest_cards.py": module})
     server.files["/tiny.pt?again"] = tiny_checkpoint
@@ -291,12 +305,14 @@ def test_a_name_in_a_recipe_brings_the_checkpoint_and_card_settings(cards, tmp_p
     (tmp_path / "r.toml").write_text('mode = "infer"\n[model]\ncheckpoint = "tiny"\n[infer]\noverlap = 0.25\n')
     recipe = load_recipe(tmp_path / "r.toml")
     assert recipe.model.checkpoint == cache_path("tiny")
-    assert recipe.model.backbone.options.variant == "vit_t"  # the checkpoint's own settings
-    assert tuple(recipe.infer.roi_size) == (64, 64)  # the card's, over the checkpoint's (32, 32)
+    assert (recipe.model.backbone.options.variant, recipe.model.backbone.options.resize_to) == ("vit_t", 0)
+    assert tuple(recipe.infer.roi_size) == (64, 64)  # the card's: the file carries no settings
     assert recipe.infer.postprocessor.options.cellprob_threshold == -100.0  # the card's
     assert recipe.infer.overlap == 0.25  # the recipe's, over the card's 0.5
-    again = load_recipe(tmp_path / "r.toml", ["model.checkpoint=tiny"])  # --set: the same name
-    assert again.model.checkpoint == cache_path("tiny")
+    trained = load_recipe(tmp_path / "r.toml", ["model.checkpoint=tiny_trained"])  # --set: a name too
+    assert trained.model.checkpoint == cache_path("tiny_trained")
+    assert tuple(trained.infer.roi_size) == (32, 32)  # the file's own settings, over its card's (64, 64)
+    assert trained.infer.overlap == 0.25
 
 
 def test_a_path_that_exists_is_a_path_and_a_missing_non_name_is_todays_error(cards, server, tmp_path):

@@ -53,7 +53,8 @@ class Model:
 
     ``checkpoint``: a file, or the name of a pretrained model (``"vista2d"``; ``vista2d models`` lists them),
     downloaded into the cache on first use. A vista2d checkpoint carries the settings it was trained with,
-    a model's card the settings that go with it; they fill in what the recipe leaves unset.
+    a model's card the settings that go with its file (where the file has none); they fill in what the
+    recipe leaves unset.
     """
 
     checkpoint: Path | None = attrs.field(
@@ -308,8 +309,9 @@ def with_checkpoint_settings(data: dict[str, Any], base_dir: Path) -> dict[str, 
     vista2d checkpoint (see :func:`vista2d_core.model.settings_from_checkpoint`); else ``data`` as it is.
 
     A checkpoint given by model name (no such file, and a card of that name installed) is fetched into the
-    cache and stands in ``data`` as that file; its card's ``recipe`` tables lie between the checkpoint's
-    settings and ``data``. A failed download is a RecipeError at ``model.checkpoint``."""
+    cache and stands in ``data`` as that file; its card's ``recipe`` tables lie under the file's own
+    settings (which describe the weights themselves), and ``data`` over both. A failed download is a
+    RecipeError at ``model.checkpoint``."""
     model = data.get("model")
     checkpoint = model.get("checkpoint") if isinstance(model, dict) else None
     if not isinstance(checkpoint, str):
@@ -329,7 +331,7 @@ def with_checkpoint_settings(data: dict[str, Any], base_dir: Path) -> dict[str, 
         data = merge_tables(data, {"model": {"checkpoint": str(path)}})
     from .model import settings_from_checkpoint
 
-    return merge_tables(merge_tables(settings_from_checkpoint(path), card), data)
+    return merge_tables(merge_tables(card, settings_from_checkpoint(path)), data)
 
 
 def _structure_recipe(data: dict[str, Any], base_dir: Path, source: str) -> Recipe:

@@ -12,8 +12,9 @@ rewrites that keep them small and side-effect free, each stated here:
 - ``pip install -e .`` / ``".[dev]"`` are dropped (the suite runs in that install) and so is ``pytest``
   (this is the suite); ``pip install -e PLUGIN`` installs into a folder of the sandbox instead of the
   environment, and later blocks of the page see it on ``PYTHONPATH``;
-- ``recipes/models/model.pt`` (the official checkpoint, not downloadable here) is a vit_t checkpoint in
-  the official layout.
+- the model named ``vista2d`` (the official checkpoint, not downloadable here) is, in the sandbox's model
+  cache (``VISTA2D_HOME``, with ``VISTA2D_OFFLINE=1``: nothing downloads), a vit_t checkpoint that carries
+  its settings.
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def _run(args: list[str] | str, cwd: Path, env: dict[str, str], what: str) -> No
 def _env(site: Path) -> dict[str, str]:
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     pythonpath = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PATH": path, "PYTHONPATH": pythonpath, "COLUMNS": "200", "OMP_NUM_THREADS": "2"}
+    return {**os.environ, "PATH": path, "PYTHONPATH": pythonpath, "COLUMNS": "200", "OMP_NUM_THREADS": "2",
+            "VISTA2D_HOME": str(site.parent / "home"), "VISTA2D_OFFLINE": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +100,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
 
     from vista2d_core.model import build_model, save_checkpoint
-    from vista2d_core.recipe import recipe_from_dict
+    from vista2d_core.recipe import recipe_from_dict, recipe_to_dict
 
     top = tmp_path_factory.mktemp("docs")
     box = top / "repo"
@@ -118,9 +120,14 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
         tifffile.imwrite(box / "images" / f"cells_{i}.tif", read_image(path).data[0])
     shutil.copy(min((box / "data/synthetic/labels").glob("test_*")), box / "images/cells_1_masks.tif")
     torch.manual_seed(0)
-    spec = recipe_from_dict({"mode": "infer", "model": {"backbone": {"name": "sam", "variant": "vit_t",
-                                                                       "resize_to": 0}}}).model
-    save_checkpoint(build_model(spec), box / "recipes/models/model.pt")  # official layout, no settings
+    tiny = recipe_from_dict({"mode": "infer", "model": {"backbone": {"name": "sam", "variant": "vit_t",
+                                                                       "resize_to": 0}},
+                             "infer": {"roi_size": [64, 64]}})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VISTA2D_HOME", env["VISTA2D_HOME"])
+        from vista2d_core.pretrained import cache_path
+
+        save_checkpoint(build_model(tiny.model), cache_path("vista2d"), config=recipe_to_dict(tiny))
     return box
 
 

@@ -97,6 +97,9 @@ def _transfer(url: str, part: Path, dest: Path, timeout: float) -> None:
         raise UserError(f"cannot download {url} ({reason}): put the file there by hand: {dest}") from None
     with response:
         resumed = response.status == 206 and response.headers.get("Content-Range", "").startswith(f"bytes {start}-")
+        if response.status == 206 and not resumed:
+            part.unlink()
+            raise _Interrupted("the server answered with another range: starting again")
         offset = start if resumed else 0
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length else None

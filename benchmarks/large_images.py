@@ -1,7 +1,8 @@
 """Large images: peak memory and time of ``vista2d segment`` whole vs block by block, agreement of the two,
 and the same labels on a 2-worker dask cluster.
 
-    python benchmarks/large_images.py --checkpoint runs/quickstart/model.pt [--sizes 1024 4096 8192]
+    python benchmarks/large_images.py --checkpoint runs/quickstart/model.pt [--sizes 1024 4096 8192] \
+        --set infer.tta=false --set infer.runtime.name=eager --set infer.overlap=0.25
 
 The test image is a real one (``../shared/realdata`` fluorescence nuclei by default) tiled with mirrored
 copies up to each size. Each ``vista2d segment`` runs in its own process; its peak RSS is the process's
@@ -66,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agreement-size", type=int, default=2048)
     parser.add_argument("--dask-size", type=int, default=1024)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "large_images.json")
-    parser.add_argument("--set", dest="sets", action="append", default=["infer.tta=false", "infer.runtime.name=eager"],
-                        help="a recipe override for every run (default: no TTA, eager)")
+    parser.add_argument("--set", dest="sets", action="append", metavar="KEY=VALUE",
+                        help="a recipe override for every run (default: infer.tta=false, infer.runtime.name=eager)")
     args = parser.parse_args(argv)
+    args.sets = args.sets or ["infer.tta=false", "infer.runtime.name=eager"]
     SETTINGS[:] = args.sets
     from vista2d_core.evaluate import average_precision
 

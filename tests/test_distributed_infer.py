@@ -24,6 +24,7 @@ def test_two_ranks_share_the_inputs(tmp_path, rng):
            "-m", "vista2d_core", "run", str(recipe)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
-    outputs = sorted(p.name for p in (tmp_path / "out" / "predictions").iterdir())
-    assert outputs == [f"img{i}_masks.tif" for i in range(5)]
+    out = tmp_path / "out" / "predictions"
+    assert sorted(p.name for p in out.iterdir() if p.name != ".vista2d") == [f"img{i}_masks.tif" for i in range(5)]
+    assert sorted(p.name for p in (out / ".vista2d").iterdir()) == [f"img{i}.done.json" for i in range(5)]
     assert "[rank 0] segmented 3 images" in done.stderr and "[rank 1] segmented 2 images" in done.stderr

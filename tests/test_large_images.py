@@ -237,7 +237,7 @@ def images(tmp_path, rng):
     folder = tmp_path / "images"
     folder.mkdir()
     for name in ("a", "b"):
-        tifffile.imwrite(folder / f"{name}.tif", rng.integers(0, 255, (96, 80), dtype=np.uint8))
+        tifffile.imwrite(folder / f"{name}.tif", rng.integers(0, 255, (72, 64), dtype=np.uint8))
     return folder
 
 
@@ -257,13 +257,18 @@ def test_resume_skips_images_whose_outputs_are_complete(tmp_path, images, tiny_c
 
 @pytest.mark.slow
 def test_a_local_dask_cluster_gives_the_same_labels(tmp_path, images, tiny_checkpoint):
-    assert main(segment_args(tmp_path, tiny_checkpoint, "here")) == 0
+    (images / "b.tif").unlink()  # one image of 2 x 2 blocks: 4 tasks, then 4 merges
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each dask worker here: float sums in the same order
+    try:
+        assert main(segment_args(tmp_path, tiny_checkpoint, "here")) == 0
+    finally:
+        torch.set_num_threads(threads)
     assert main(segment_args(tmp_path, tiny_checkpoint, "dask", "infer.dask_workers=2")) == 0
-    for name in ("a", "b"):
-        here = tifffile.imread(tmp_path / "here" / f"{name}_masks.tif")
-        there = tifffile.imread(tmp_path / "dask" / f"{name}_masks.tif")
-        assert here.max() > 1
-        np.testing.assert_array_equal(here, there)
+    here = tifffile.imread(tmp_path / "here" / "a_masks.tif")
+    there = tifffile.imread(tmp_path / "dask" / "a_masks.tif")
+    assert here.max() > 1
+    np.testing.assert_array_equal(here, there)
 
 
 def write_ome_zarr(path, data, axes):

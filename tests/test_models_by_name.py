@@ -277,7 +277,7 @@ def test_cards_are_validated_naming_package_and_key(site, monkeypatch):  # noqa:
     assert rows["made"].summary == "from a function" and "licens: unknown option" in rows["typo"].error
 
 
-def test_builtin_cards_and_the_reference_recipe_by_name(monkeypatch):
+def test_builtin_cards_and_the_reference_recipe_by_name(monkeypatch, capsys):
     urls = {name: model_card(name).url for name in ("vista2d", "sam_vit_b", "sam_vit_l", "sam_vit_h")}
     assert urls == {
         "vista2d": "https://github.com/Project-MONAI/model-zoo/releases/download/model_zoo_bundle_data/vista2d_model.pt",
@@ -285,6 +285,11 @@ def test_builtin_cards_and_the_reference_recipe_by_name(monkeypatch):
         "sam_vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
         "sam_vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
     }
+    monkeypatch.setenv("COLUMNS", "300")
+    assert main(["models"]) == 0  # listed with their package, not cached, and their URLs
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:] if line.strip()}
+    for name, url in urls.items():
+        assert rows[name][1:3] == ["vista2d", "no"] and rows[name][-1] == url
     # offline with an empty cache (conftest): the reference recipe says what is missing and where it goes
     with pytest.raises(RecipeError) as info:
         load_recipe(ROOT / "recipes/vista2d.toml")
@@ -351,7 +356,7 @@ def test_cli_models_table_pull_and_path(cards, server, capsys, monkeypatch, tiny
     assert out.strip() == str(cache_path("tiny")) and "vista2d models pull tiny" in err
     assert main(["models"]) == 0
     [row] = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("tiny ")]
-    assert row[:3] == ["tiny", "v2dtest-cards", "no"] and row[-1] == "CC0-test"
+    assert row[:3] == ["tiny", "v2dtest-cards", "no"] and row[-2:] == ["CC0-test", f"{server.url}/tiny.pt"]
     assert main(["models", "pull", "tiny", "tiny"]) == 0
     assert capsys.readouterr().out.split() == [str(cache_path("tiny"))] * 2 and gets(server) == [None]
     assert main(["models"]) == 0

@@ -137,16 +137,16 @@ def models(ctx: typer.Context) -> None:
     from .pretrained import cache_path, model_card
     from .registry import describe
 
-    table = Table("name", "package", "cached", "size", "description", "licence", box=None, pad_edge=False)
+    table = Table("name", "package", "cached", "size", "description", "licence", "url", box=None, pad_edge=False)
     for row in describe("models"):
         if row.error:
-            table.add_row(row.name, row.package, "", "", f"[red]BROKEN: {escape(row.error)}[/red]", "")
+            table.add_row(row.name, row.package, "", "", f"[red]BROKEN: {escape(row.error)}[/red]", "", "")
             continue
         card = model_card(row.name)
         path = cache_path(row.name, card)
         cached = path.is_file()
         table.add_row(row.name, row.package, "yes" if cached else "no", decimal(path.stat().st_size) if cached else "",
-                      escape(card.description), escape(card.licence))
+                      escape(card.description), escape(card.licence), escape(card.url))
     Console(soft_wrap=True).print(table)
 
 

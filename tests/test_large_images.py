@@ -170,10 +170,12 @@ def test_a_stopped_block_wise_run_resumes_at_the_blocks_not_done(tmp_path, monke
 def test_a_zyx_stack_gives_zyx_labels_stitched_through_z(tmp_path):
     planes = np.stack([disks_image(radius=r) for r in (7, 9, 9, 8)])
     tifffile.imwrite(tmp_path / "stack.tif", planes, imagej=True, metadata={"axes": "ZYX"})
-    for block_size in (0, 64):
+    for block_size in (0, 64, 200):  # whole planes in memory; blocks; whole planes through the store on disk
         segmenter = IdealSegmenter(ideal_recipe(block_size=block_size, block_overlap=24, stitch_threshold=0.25))
         prediction, count, _ = segment_file(tmp_path / "stack.tif", segmenter, Executor(), tmp_path / f"w{block_size}")
         labels = np.asarray(prediction.labels)
+        # planes of 192 px fit a block of 200, but 4 planes of labels do not: they go to the store on disk
+        assert (tmp_path / f"w{block_size}").exists() == (block_size > 0)
         assert prediction.axes == "ZYX" and labels.shape == planes.shape
         assert count == len(DISKS) and labels.max() == len(DISKS)  # one label per disk through z
         for z in range(1, 4):

@@ -1,8 +1,8 @@
 """Segment one image file of any size and dimensionality into a :class:`~vista2d_core.interfaces.Prediction`.
 
 Planes of z-stacks and time series one by one; each plane whole (in memory, as for any ordinary image) or,
-when a side exceeds ``infer.block_size`` or the tasks run on dask, block by block through a work store on
-disk (:mod:`vista2d_core.blocks`, :mod:`vista2d_core.tasks`); then ``infer.stitch_threshold`` links labels
+when a side exceeds ``infer.block_size``, the stack's labels would exceed one block's pixels, or the tasks
+run on dask, block by block through a work store on disk (:mod:`vista2d_core.blocks`, :mod:`vista2d_core.tasks`); then ``infer.stitch_threshold`` links labels
 across planes.
 """
 
@@ -49,8 +49,12 @@ def settings_key(recipe: Recipe) -> str:
 
 
 def file_key(path: Path, settings: str) -> str:
-    """``settings`` and the file's identity (size and modification time of the file, or folder)."""
-    stat = path.stat()
+    """``settings`` and the file's identity (size and modification time of the file, or folder); just
+    ``settings`` for a missing file (reported when it is read)."""
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return settings
     return f"{settings}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
@@ -84,7 +88,10 @@ def segment_file(
     shape = tuple(image.data.shape)
     lead, stack = stack_axes(image.axes, shape), stack_shape(image.axes, shape)
     height, width = plane_size(image.axes, shape)
-    blockwise = executor.distributed or (infer.block_size and max(height, width) > infer.block_size)
+    # block by block (through the work store on disk) when a plane, or the stack's labels, exceed one block
+    blockwise = executor.distributed or bool(infer.block_size) and (
+        max(height, width) > infer.block_size or math.prod(stack) * height * width > infer.block_size**2
+    )
     if not blockwise:
         labels, logits, objects = segment_planes(segmenter, image, keep_logits, executor.progress)
         return Prediction(labels, image, logits, lead + "YX"), objects, lambda: None

@@ -79,10 +79,8 @@ def open_executor(workers: int, address: str | None, progress: Progress | None =
     if not workers and not address:
         yield Executor(progress)
         return
-    try:
-        from distributed import Client, LocalCluster
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise UserError(f"infer.dask_workers/dask_address need dask.distributed ({exc})") from None
+    from distributed import Client, LocalCluster
+
     with contextlib.ExitStack() as stack:
         if address:
             try:

@@ -63,19 +63,21 @@ def test_options_weight_the_terms():
     assert torch.allclose(flow_only(logits, targets), torch.tensor(1.0))
 
 
-def test_batched_flows_equal_cellpose_image_by_image():
-    """diffusion_flows on a batch gives exactly cellpose's masks_to_flows_gpu for each image, whatever the
-    iteration counts of the others (touching cells, cells cut by the border, an empty image)."""
+@pytest.mark.parametrize("kernel", ["diffusion_flows", "batched_diffusion_flows"])
+def test_batched_flows_equal_cellpose_image_by_image(kernel):
+    """Both flow kernels (compiled per cell on CPUs, dense tensors for GPUs) give exactly cellpose's
+    masks_to_flows_gpu for each image of a batch, whatever the iteration counts of the others (touching cells,
+    cells cut by the border, an empty image)."""
     import fastremap
     from cellpose.dynamics import masks_to_flows_gpu
-    from vista2d_cellpose.flows import diffusion_flows
+    from vista2d_cellpose import flows as kernels
 
     from vista2d_core.synthetic import make_image
 
     rng = np.random.default_rng(3)
     batch = np.stack([make_image(rng, 96)[1] for _ in range(4)] + [np.zeros((96, 96), np.uint16)]).astype(np.int32)
     batch[1] = np.where(batch[1] > 0, batch[1] + 40, 0)  # sparse numbering
-    got = diffusion_flows(batch)
+    got = getattr(kernels, kernel)(batch)
     assert got.shape == (5, 2, 96, 96) and got.dtype == torch.float32
     for image, flows in zip(batch, got.numpy()):
         renumbered = fastremap.renumber(image, in_place=False)[0]

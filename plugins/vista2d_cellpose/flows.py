@@ -2,8 +2,9 @@
 
 The same computation as ``cellpose.dynamics.masks_to_flows_gpu`` (heat diffused from each cell's centre
 for ``2 * largest cell extent`` iterations, float64, then the normalised gradient), with identical
-results, but on dense (B, H, W) tensors: one set of tensor operations per iteration for the whole batch
-instead of one per image. Images that need fewer iterations stop early, as they would alone.
+results. On the CPU each image goes through the compiled per-cell kernel (:mod:`.dynamics`); on a GPU the
+batch runs as dense (B, H, W) tensors: one set of tensor operations per iteration for the whole batch
+instead of one per image, images that need fewer iterations stopping early, as they would alone.
 """
 
 from __future__ import annotations
@@ -18,6 +19,18 @@ _OFFSETS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1)
 def diffusion_flows(labels: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """(B, H, W) integer instance labels (any numbering, 0 = background) -> (B, 2, H, W) float32 unit
     flows [dY, dX] on ``device``, pointing towards each cell's centre; 0 outside cells."""
+    if torch.device(device).type != "cpu":
+        return batched_diffusion_flows(labels, device)
+    import fastremap
+
+    from .dynamics import masks_to_flows
+
+    renumbered = (fastremap.renumber(np.ascontiguousarray(image), in_place=False)[0] for image in labels)
+    return torch.from_numpy(np.stack([masks_to_flows(m) for m in renumbered]).astype(np.float32))
+
+
+def batched_diffusion_flows(labels: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """:func:`diffusion_flows` as dense tensor operations on the whole batch (for GPUs)."""
     import fastremap
     from cellpose.dynamics import get_centers
     from scipy.ndimage import find_objects

@@ -1,9 +1,12 @@
-"""Postprocessor ``cellpose``: flows + cell probability -> instance labels by Cellpose dynamics."""
+"""Postprocessors ``cellpose`` (cellpose's ``compute_masks`` as it is) and ``cellpose_fast`` (the same masks from
+compiled kernels on the CPU): flows + cell probability -> instance labels by Cellpose dynamics."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -11,6 +14,8 @@ import numpy as np
 from attrs import validators as v
 
 from vista2d_core.interfaces import Postprocessor
+
+from . import dynamics
 
 log = logging.getLogger("vista2d")
 
@@ -78,3 +83,63 @@ class CellposePostprocessor(Postprocessor):
                 max_size_fraction=o.max_size_fraction,
                 device=device,
             )
+
+
+class FastCellposePostprocessor(CellposePostprocessor):
+    """Cellpose dynamics with the same options and masks as ``cellpose``, many times faster on the CPU: flows
+    followed and the flow-error check's diffusion run by compiled kernels (:mod:`vista2d_cellpose.dynamics`);
+    cellpose's own seeding (``get_masks_torch``) and hole filling. On a GPU the check's diffusion runs as dense,
+    batched tensor operations instead of cellpose's gathers."""
+
+    def _masks(self, logits: np.ndarray, device: Any) -> np.ndarray:
+        import fastremap
+        import torch
+        from cellpose.dynamics import follow_flows, get_masks_torch
+        from cellpose.utils import fill_holes_and_remove_small_masks
+
+        o = self.options
+        cell = logits[0] > o.cellprob_threshold
+        if not cell.any():
+            return np.zeros(cell.shape, np.uint16)
+        flows = logits[1:]
+        ys, xs = np.nonzero(cell)
+        steps = flows * cell / np.float32(5.0)
+        if device.type == "cpu":
+            with _threads():
+                final = torch.from_numpy(dynamics.follow_flows(steps, ys, xs, o.niter))
+        else:
+            final = follow_flows(steps, (ys, xs), niter=o.niter, device=device).int()
+        with warnings.catch_warnings():  # cellpose builds a sparse tensor; torch warns about its checks
+            warnings.filterwarnings("ignore", message="Sparse invariant checks", category=UserWarning)
+            masks = get_masks_torch(final, (ys, xs), cell.shape, max_size_fraction=o.max_size_fraction)
+        if masks.max() > 0 and o.flow_threshold > 0:
+            errors = self._flow_errors(masks, flows, device)
+            fastremap.mask(masks, 1 + np.nonzero(errors > o.flow_threshold)[0], in_place=True)
+            fastremap.renumber(masks, in_place=True)
+        if o.min_size > 0:
+            masks = fill_holes_and_remove_small_masks(masks, min_size=o.min_size)
+        return masks
+
+    @staticmethod
+    def _flow_errors(masks: np.ndarray, flows: np.ndarray, device: Any) -> np.ndarray:
+        if device.type == "cpu":
+            with _threads():
+                return dynamics.flow_errors(masks, flows)
+        from .flows import batched_diffusion_flows
+
+        mask_flows = batched_diffusion_flows(masks[None], device)[0].double().cpu().numpy()
+        return dynamics.mean_per_label(masks, ((mask_flows - flows / 5.0) ** 2).sum(axis=0))
+
+
+@contextlib.contextmanager
+def _threads() -> Iterator[None]:
+    """Compiled kernels use as many threads as torch does (one per dask worker, all cores alone)."""
+    import numba
+    import torch
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)

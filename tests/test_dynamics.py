@@ -1,0 +1,135 @@
+"""The compiled cellpose dynamics (``vista2d_cellpose.dynamics``, postprocessor ``cellpose_fast``) against
+cellpose itself, on label images drawn at random: random shapes, touching cells, holes, one-pixel objects,
+objects on the border, empty images, more than 65535 labels, float16 and float32 logits."""
+
+from __future__ import annotations
+
+import warnings
+
+import fastremap
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vista2d_core import registry
+
+SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def label_images(draw: st.DrawFn) -> np.ndarray:
+    """A (H, W) int32 label image: ellipses, rings (holes), rectangles and single pixels, placed anywhere (also
+    across the border), later ones painted over earlier ones (touching and cut cells), any label numbering."""
+    h = draw(st.integers(8, 72))
+    w = draw(st.integers(8, 72))
+    yy, xx = np.mgrid[:h, :w]
+    labels = np.zeros((h, w), np.int32)
+    for value in draw(st.lists(st.integers(1, 10**6), max_size=12, unique=True)):
+        kind = draw(st.sampled_from(["ellipse", "ring", "box", "pixel"]))
+        cy, cx = draw(st.integers(-4, h + 3)), draw(st.integers(-4, w + 3))
+        ry, rx = draw(st.integers(1, 20)), draw(st.integers(1, 20))
+        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2
+        if kind == "ellipse":
+            labels[inside <= 1] = value
+        elif kind == "ring":
+            labels[(inside <= 1) & (inside > 0.3)] = value
+        elif kind == "box":
+            labels[max(cy, 0) : cy + ry, max(cx, 0) : cx + rx] = value
+        elif 0 <= cy < h and 0 <= cx < w:
+            labels[cy, cx] = value
+    return labels
+
+
+def _cellpose_flows(labels: np.ndarray) -> np.ndarray:
+    from cellpose.dynamics import masks_to_flows_gpu
+
+    renumbered = fastremap.renumber(labels, in_place=False)[0]
+    return masks_to_flows_gpu(renumbered)[0] if renumbered.max() else np.zeros((2, *labels.shape))
+
+
+@SETTINGS
+@given(label_images())
+def test_labels_to_flows_equal_cellpose(labels):
+    from vista2d_cellpose.flows import diffusion_flows
+
+    got = diffusion_flows(labels[None])[0].numpy()
+    assert np.abs(got - _cellpose_flows(labels)).max() <= 1e-6
+
+
+def _logits(labels: np.ndarray, seed: int, dtype: type) -> np.ndarray:
+    """Network-like logits of a label image: cell probability +-3 with noise, the cells' flows x5 plus smooth
+    noise (so that pixels do not all fall on one point), in ``dtype``."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    cellprob = np.where(labels > 0, 3.0, -3.0) + rng.normal(0, 1.0, labels.shape)
+    noise = gaussian_filter(rng.normal(0, 1.5, (2, *labels.shape)), (0, 2, 2))
+    return np.concatenate([cellprob[None], 5 * _cellpose_flows(labels) + noise]).astype(dtype)
+
+
+def _both(logits: np.ndarray, **options) -> tuple[np.ndarray, np.ndarray]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = registry.create("postprocessors", "cellpose_fast", **options)(logits)
+        reference = registry.create("postprocessors", "cellpose", **options)(logits)
+    return fast, reference
+
+
+@SETTINGS
+@given(label_images(), st.integers(0, 2**16), st.sampled_from([np.float16, np.float32]),
+       st.sampled_from([0.0, 0.4, 1.0]), st.sampled_from([-1, 0, 15]))
+def test_masks_equal_cellpose(labels, seed, dtype, flow_threshold, min_size):
+    fast, reference = _both(_logits(labels, seed, dtype), flow_threshold=flow_threshold, min_size=min_size)
+    assert fast.dtype == reference.dtype
+    np.testing.assert_array_equal(fast, reference)
+
+
+def test_masks_equal_cellpose_on_dense_touching_cells():
+    """A 256x256 image of ~120 touching cells (Voronoi cells of random sizes), the default options."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(7)
+    seeds = np.zeros((256, 256), np.int32)
+    points = rng.integers(0, 256, (120, 2))
+    seeds[points[:, 0], points[:, 1]] = np.arange(1, 121)
+    _, (iy, ix) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+    labels = seeds[iy, ix]
+    fast, reference = _both(_logits(labels, 1, np.float32), cellprob_threshold=0.0)
+    assert reference.max() > 80
+    np.testing.assert_array_equal(fast, reference)
+
+
+def test_more_than_65535_masks_come_back_as_uint32():
+    """67,600 cells of 4x4 px on a 1300x1300 grid: both postprocessors find them all, as uint32 labels."""
+    labels = np.zeros((1300, 1300), np.int32)
+    cells = np.arange(1, 260 * 260 + 1).reshape(260, 260)
+    labels.reshape(260, 5, 260, 5)[:, :4, :, :4] = cells[:, None, :, None]
+    flows = 5 * _cellpose_flows(labels)
+    logits = np.concatenate([np.where(labels > 0, 3.0, -3.0)[None], flows]).astype(np.float32)
+    fast, reference = _both(logits, min_size=10)
+    assert fast.dtype == np.uint32 and fast.max() == 260 * 260
+    np.testing.assert_array_equal(fast, reference)
+
+
+def test_no_cell_pixels_give_empty_uint16_labels():
+    logits = np.full((3, 40, 50), -5.0, np.float32)
+    fast, reference = _both(logits)
+    assert fast.dtype == np.uint16 and fast.shape == (40, 50) and not fast.any()
+    np.testing.assert_array_equal(fast, reference)
+
+
+@pytest.mark.parametrize("niter", [1, 39, 41, 200, 333])
+def test_followed_positions_equal_cellpose_for_any_number_of_steps(niter):
+    """Points are merged when they meet (after steps 40, 60, 90, 130): step counts around those give
+    cellpose's final positions too."""
+    import torch
+    from cellpose.dynamics import follow_flows as cellpose_follow
+    from vista2d_cellpose.dynamics import follow_flows
+
+    labels = np.zeros((64, 80), np.int32)
+    labels[5:30, 5:40], labels[30:60, 20:75] = 1, 2
+    steps = (_logits(labels, 3, np.float32)[1:] * (labels > 0) / np.float32(5.0)).astype(np.float32)
+    ys, xs = np.nonzero(labels)
+    expected = cellpose_follow(steps, (ys, xs), niter=niter, device=torch.device("cpu")).int().numpy()
+    np.testing.assert_array_equal(follow_flows(steps, ys, xs, niter), expected)

@@ -2,7 +2,7 @@
 # GPU speed check for issue 5: vit_b at 1024 (the reference setup) on a 512x512 synthetic image.
 #
 # On the development machine, from the project root, first fetch the wheels the GPU machine lacks:
-#   bash ../shared/device/prepare-wheels.sh          # -> .whl/ (git-ignored)
+#   bash ../shared/device/prepare-wheels.sh numba llvmlite   # -> .whl/ (git-ignored)
 # then run this script there in one device call, carrying .whl:
 #   run(command="bash benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=600)
 # It writes bench_*.json, the console tables and nvidia-smi into $OUT (default benchmarks/out).
@@ -27,4 +27,7 @@ bench main 360 --runtimes eager,eager:tf32,amp:float16,amp:bfloat16,compile,tens
 # End to end with 8 windows per network call (postprocessing on the GPU either way).
 bench sw8 150 --runtimes eager,amp:float16,amp:bfloat16 --batch-sizes 8 --repeats 10 --warmup 2 \
   --set infer.sw_batch_size=8
+# Cellpose dynamics on the GPU: cellpose's compute_masks / masks_to_flows_gpu vs cellpose_fast / the batched flows.
+timeout 240 python3 benchmarks/dynamics.py --device cuda --sizes 1024 2048 --repeats 3 \
+  --json "$OUT/dynamics_cuda.json" 2>"$OUT/dynamics_cuda.err" | tee "$OUT/dynamics_cuda.txt"
 ls -l "$OUT"

@@ -68,12 +68,12 @@ MUTANTS = [
             "tests/test_bench.py::test_bench_eager_amp_compile_on_the_cpu")),
     # 3. MLflow
     Mutant("mlflow-constant-loss", "MLflow: train/loss logged as a constant",
-           "vista2d_core/train.py",
-           '{"train/loss": row["train_loss"],', '{"train/loss": 0.5,',
+           "plugins/vista2d_hooks/tracking.py",
+           '{"train/loss": metrics["train_loss"],', '{"train/loss": 0.5,',
            ("tests/test_mlflow.py",)),
     Mutant("mlflow-new-run-on-resume", "MLflow: a resumed run starts a new MLflow run",
-           "vista2d_core/train.py",
-           "mlflow.start_run(run_id=trainer.mlflow_run,", "mlflow.start_run(run_id=None,",
+           "plugins/vista2d_hooks/tracking.py",
+           "mlflow.start_run(run_id=self.run_id,", "mlflow.start_run(run_id=None,",
            ("tests/test_mlflow.py",)),
     # 4. AMP training
     Mutant("amp-no-autocast-in-training", "AMP: the training step runs without the runtime's autocast",

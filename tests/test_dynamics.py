@@ -133,3 +133,22 @@ def test_followed_positions_equal_cellpose_for_any_number_of_steps(niter):
     ys, xs = np.nonzero(labels)
     expected = cellpose_follow(steps, (ys, xs), niter=niter, device=torch.device("cpu")).int().numpy()
     np.testing.assert_array_equal(follow_flows(steps, ys, xs, niter), expected)
+
+
+def test_the_benchmark_times_both_and_reports_ratios_and_agreement(tmp_path, capsys):
+    """benchmarks/dynamics.py (the speed figures of docs/benchmarks.md) on one small image."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "dynamics.py"
+    spec = importlib.util.spec_from_file_location("dynamics_benchmark", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--sizes", "192", "--json", str(tmp_path / "r.json")]) == 0
+    [row] = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert row["size"] == 192 and row["cells"] >= 10 and row["masks_found"] >= 10
+    assert row["masks_identical"] and row["masks_ap90"] == 1.0 and row["flows_max_abs_diff"] <= 1e-6
+    assert row["masks_ratio"] == row["masks_cellpose_s"] / row["masks_fast_s"] > 0
+    assert row["flows_ratio"] == row["flows_cellpose_s"] / row["flows_fast_s"] > 0
+    assert "192²" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -160,3 +161,44 @@ def test_pip_installs_it(tmp_path, monkeypatch):
         ExtensionManager.ENTRY_POINT_CACHE.clear()
         for module in [m for m in sys.modules if m.startswith("vista2d_example")]:
             del sys.modules[module]
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)`")
+def test_its_hook_sees_every_epoch_of_a_run_and_its_resume(example, tmp_path, monkeypatch):
+    """``epoch_log``, named in a recipe file, logs epochs 0 and 1 of a run interrupted in epoch 2, keeps them
+    through the resume (its state: the lines it wrote) and logs epochs 2 and 3 once each. The training step
+    and validation are stand-ins (real training with a hook: tests/test_mlflow.py)."""
+    from tiny_training import tiny_recipe_data, write_recipe
+
+    from vista2d_core.train import Trainer
+
+    def train_epoch(self: Trainer, epoch: int, loader: object) -> float:
+        if epoch == interrupt_at:
+            raise Interrupted
+        return 1.0 / (epoch + 1)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+    monkeypatch.setattr(Trainer, "_score", lambda self, items, description, tta=False: 0.25)
+    data = tiny_recipe_data(tmp_path / "run", tmp_path / "data", epochs=4, test=False, validate_every=2)
+    data["train"]["hooks"] = [{"name": "epoch_log", "file": "log.jsonl"}]
+    recipe_file = write_recipe(tmp_path / "r.toml", data)
+    interrupt_at = 2
+    with pytest.raises(Interrupted):
+        Trainer(load_recipe(recipe_file)).fit()
+    interrupt_at = -1
+    Trainer(load_recipe(recipe_file, ["train.resume=true"])).fit()
+
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    assert [r["train_loss"] for r in rows] == [1.0, 0.5, pytest.approx(1 / 3), 0.25]
+    assert [r["val_ap"] for r in rows] == [None, 0.25, None, 0.25]
+    assert {"lr", "best_ap", "epoch_seconds"} <= set(rows[0])
+
+
+def test_its_hook_is_checked_against_the_hook_interface(example):
+    hook = load("hooks", "epoch_log")
+    assert hook.__module__ == "vista2d_example.epoch_log" and "epoch_log" in available("hooks")

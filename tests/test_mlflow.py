@@ -1,4 +1,4 @@
-"""MLflow tracking against a real local store: params, the resolved recipe, losses, val/test AP, times, resume."""
+"""The ``mlflow`` hook against a real local store: params, the resolved recipe, losses, val/test AP, times, resume."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_training_logs_its_history_to_mlflow_and_a_resumed_run_continues_it(tmp_
     monkeypatch.chdir(tmp_path)  # a sqlite store keeps artifacts in ./mlruns
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     data = tiny_recipe_data(tmp_path / "run", tmp_path / "data", epochs=1, test=False)
-    data["mlflow"] = {"tracking_uri": uri, "experiment": "tiny", "run_name": "first"}
+    data["train"]["hooks"] = [{"name": "mlflow", "tracking_uri": uri, "experiment": "tiny", "run_name": "first"}]
     train(recipe_from_dict(data))
     data["train"].update(epochs=2, resume=True, test=True)
     train(recipe_from_dict(data))
@@ -52,6 +52,16 @@ def test_an_unusable_store_is_a_user_error(tmp_path):
     from vista2d_core.errors import UserError
 
     data = tiny_recipe_data(tmp_path / "run", tmp_path / "data", epochs=1)
-    data["mlflow"] = {"tracking_uri": "nosuchscheme://x"}
-    with pytest.raises(UserError, match="mlflow.tracking_uri"):
+    data["train"]["hooks"] = [{"name": "mlflow", "tracking_uri": "nosuchscheme://x"}]
+    with pytest.raises(UserError, match="^train.hooks mlflow: tracking_uri 'nosuchscheme://x': "):
         train(recipe_from_dict(data))
+    assert mlflow.active_run() is None
+
+
+def test_the_old_mlflow_table_names_its_new_place(tmp_path):
+    from vista2d_core import RecipeError
+
+    data = tiny_recipe_data(tmp_path / "run", tmp_path / "data", epochs=1)
+    data["mlflow"] = {"tracking_uri": "sqlite:///x.db"}
+    with pytest.raises(RecipeError, match=r'^recipe: mlflow: .*train.hooks = \[\{ name = "mlflow"'):
+        recipe_from_dict(data)

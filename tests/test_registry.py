@@ -228,3 +228,51 @@ def test_create_validates_options(site):
         "postprocessors.good.levle: unknown option (known: level)",
         "postprocessors.good.level: must be >= 0: -1",
     ]
+
+
+def test_every_member_of_an_interface_is_checked(site):
+    """Declared attributes (a backbone's ``out_channels``, a writer's ``needs_logits``) count as members, and a
+    hook needs an event and both halves of its state."""
+    plugins = """
+        import attrs
+
+        @attrs.define
+        class O:
+            pass
+
+        class Backbone:
+            Options = O
+            def forward(self, images):
+                return images
+
+        class Writer:
+            Options = O
+            def write(self, prediction, out_dir, stem):
+                return []
+
+        class Idle:
+            Options = O
+
+        class HalfState:
+            Options = O
+            def after_epoch(self, run, metrics):
+                pass
+            def state_dict(self):
+                return {}
+    """
+    make_distribution(
+        site,
+        "v2dtest-members",
+        {"vista2d.backbones": {"flat": "v2dtest_members:Backbone"},
+         "vista2d.writers": {"flat": "v2dtest_members:Writer"},
+         "vista2d.hooks": {"idle": "v2dtest_members:Idle", "half": "v2dtest_members:HalfState"}},
+        {"v2dtest_members.py": plugins},
+    )
+    with pytest.raises(UserError, match="does not satisfy Backbone: missing out_channels$"):
+        load("backbones", "flat")
+    with pytest.raises(UserError, match="does not satisfy Writer: missing needs_logits$"):
+        load("writers", "flat")
+    with pytest.raises(UserError, match="does not satisfy Hook: missing one of before_train, after_epoch, after_train"):
+        load("hooks", "idle")
+    with pytest.raises(UserError, match="does not satisfy Hook: missing load_state_dict$"):
+        load("hooks", "half")

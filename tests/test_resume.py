@@ -80,7 +80,7 @@ def test_resume_restores_the_global_rngs(tmp_path: Path, monkeypatch: pytest.Mon
     stop: dict[str, int] = {}
 
     def train_epoch(self: Trainer, epoch: int, loader: object) -> float:
-        name = self.out.name
+        name = self.output_dir.name
         if epoch == stop.get(name):
             raise Interrupted
         draws.setdefault(name, []).append((random.random(), float(np.random.rand()), torch.rand(()).item()))

@@ -185,6 +185,31 @@ class Runtime(abc.ABC):
         return None
 
 
+class Hook(abc.ABC):
+    """Training events (group ``vista2d.hooks``), built as ``Hook(options)``; every method is optional and
+    called on every rank, in the order the recipe lists the hooks (``train.hooks``).
+
+    ``before_train(run)``: the network, optimizer and data are ready (also when resuming: ``run.epoch`` is
+    then the first epoch still to train). ``after_epoch(run, metrics)``: after each epoch's training and
+    validation, before its checkpoints are written; ``metrics`` holds ``epoch`` (0-based), ``lr``,
+    ``train_loss``, ``val_ap`` (None when the epoch was not validated), ``best_ap``, ``train_seconds``,
+    ``val_seconds``, ``epoch_seconds``, the same on every rank. ``after_train(run)``: training and the final
+    test are done (``run.test_ap``, None when not tested). ``on_error(run, error)``: training raised.
+    ``state_dict()`` -> plain data (dicts, lists, str, numbers, tensors), saved in ``model_final.pt`` after
+    every epoch; ``load_state_dict(state)`` gets it back when the run resumes, before ``before_train``.
+
+    ``run`` (the trainer) gives ``recipe``, ``output_dir``, ``net`` (the network, unwrapped), ``optimizer``,
+    ``device``, ``split`` (train/val/test items), ``epoch`` (the current one, 0-based), ``main`` (rank 0:
+    the one that writes files and logs) and ``stop(reason)``: end training after this epoch (the best
+    checkpoint is then tested as usual). A hook that stops decides from ``metrics``, which every rank shares.
+    """
+
+    Options: ClassVar[type] = NoOptions
+
+
+HOOK_EVENTS = ("before_train", "after_epoch", "after_train", "on_error")
+
+
 @attrs.frozen
 class CardRecipe:
     """The recipe tables that go with a model's weights (backbone variant, window, postprocessor, ...),
@@ -227,6 +252,7 @@ KINDS: dict[str, type] = {
     "losses": Loss,
     "postprocessors": Postprocessor,
     "runtimes": Runtime,
+    "hooks": Hook,
     "models": ModelCard,
 }
 
@@ -243,14 +269,34 @@ def _defines(plugin: type, name: str) -> bool:
     return False
 
 
+def _required(interface: type) -> list[str]:
+    """Every member of ``interface`` a plugin must have (its own or inherited by subclassing): abstract and
+    public methods, and the class attributes it declares (``out_channels``, ``suffixes``, ``can_train``, ...)."""
+    names = set(getattr(interface, "__abstractmethods__", ()))
+    names |= {n for n, m in vars(interface).items() if not n.startswith("_") and callable(m)}
+    names |= set(vars(interface).get("__annotations__", {}))
+    return sorted(names - {"Options"})
+
+
 def missing_members(plugin: type, kind: str) -> list[str]:
     """Names the interface of ``kind`` requires that ``plugin`` lacks (empty when it satisfies it); for the
-    class kinds (model cards are checked by structuring them into :class:`ModelCard`)."""
+    class kinds (model cards are checked by structuring them into :class:`ModelCard`). Methods must be
+    concrete; a declared class attribute must be set on the class (a value, or a property) and not empty.
+    A hook needs at least one event, and ``state_dict`` and ``load_state_dict`` together."""
     interface = KINDS[kind]
-    missing = [name for name in sorted(interface.__abstractmethods__) if not _defines(plugin, name)]
     options = getattr(plugin, "Options", None)
-    if not (isinstance(options, type) and attrs.has(options)):
-        missing.append("Options (an attrs class)")
-    if kind == "readers" and not getattr(plugin, "suffixes", None):
-        missing.append("suffixes")
+    missing = [] if isinstance(options, type) and attrs.has(options) else ["Options (an attrs class)"]
+    for name in _required(interface):
+        member = getattr(interface, name, None)
+        if callable(member) or name in getattr(interface, "__abstractmethods__", ()):
+            if not _defines(plugin, name):
+                missing.append(name)
+        elif getattr(plugin, name, None) in (None, (), [], ""):
+            missing.append(name)
+    if kind == "hooks":
+        if not any(_defines(plugin, event) for event in HOOK_EVENTS):
+            missing.append(f"one of {', '.join(HOOK_EVENTS)}")
+        state = [name for name in ("state_dict", "load_state_dict") if _defines(plugin, name)]
+        if len(state) == 1:
+            missing.append({"state_dict": "load_state_dict"}.get(state[0], "state_dict"))
     return missing

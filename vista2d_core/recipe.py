@@ -138,7 +138,9 @@ class Train:
     the last.
     ``stop_below_ap``: stop (as diverged) when validation AP is below it after epoch max(20, epochs / 4);
     0 disables. ``resume``: continue from ``output_dir/model_final.pt`` (epoch, optimizer, scheduler, scaler,
-    best metric, RNG states). ``test``: after training, score the best model on the labelled testing items.
+    best metric, RNG states, hooks). ``test``: after training, score the best model on the labelled testing items.
+    ``hooks``: plugins that see the training's events, in order (``[{ name = "mlflow", ... }]``,
+    ``"early_stopping"``; ``vista2d plugins hooks`` lists them).
     """
 
     epochs: int = attrs.field(default=200, validator=_positive)
@@ -162,6 +164,7 @@ class Train:
     runtime: Component = component("runtimes", "eager")
     loss: Component = component("losses", "cellpose")
     augment: Augment = attrs.Factory(Augment)
+    hooks: list[Component] = attrs.field(factory=list, metadata={"kind": "hooks"})
 
 
 @attrs.define
@@ -214,16 +217,6 @@ class Eval:
 
 
 @attrs.define
-class Mlflow:
-    """MLflow tracking (extra ``mlflow``); off while ``tracking_uri`` is unset."""
-
-    tracking_uri: str | None = None
-    experiment: str = "vista2d"
-    run_name: str | None = None
-    log_system_metrics: bool = False
-
-
-@attrs.define
 class Recipe:
     """A whole run. ``mode`` is one stage or a list run in order (train -> eval -> infer)."""
 
@@ -236,7 +229,6 @@ class Recipe:
     train: Train = attrs.Factory(Train)
     infer: Infer = attrs.Factory(Infer)
     eval: Eval = attrs.Factory(Eval)
-    mlflow: Mlflow = attrs.Factory(Mlflow)
     source: Path | None = attrs.field(default=None, metadata={"internal": True})
 
 
@@ -339,6 +331,9 @@ def _structure_recipe(data: dict[str, Any], base_dir: Path, source: str) -> Reci
     data.pop("source", None)
     if "mode" in data and isinstance(data["mode"], str):
         data["mode"] = [data["mode"]]
+    if "mlflow" in data:
+        moved = 'mlflow: the [mlflow] table is now a training hook: train.hooks = [{ name = "mlflow", ... }]'
+        raise RecipeError([f"{moved} (the same options)"], source)
     try:
         data = with_checkpoint_settings(data, base_dir)
         recipe = structure(Recipe, data, base_dir=base_dir)

@@ -3,7 +3,9 @@
 Writes into ``output_dir``: ``model.pt`` (best validation AP@0.5) and ``model_final.pt`` (last epoch), both
 in the official layout ``{"state_dict", "config", "epoch", "best_metric"}``, atomically; ``model_final.pt``
 also carries ``"train_state"`` (optimizer, scheduler, scaler, history, RNG states) so that
-``train.resume = true`` continues bit-identically. ``train.log`` and ``history.csv`` log the run.
+``train.resume = true`` continues bit-identically. ``train.log`` and ``history.csv`` log the run; the hooks
+of ``train.hooks`` (plugins of kind ``vista2d.hooks``: MLflow, early stopping, ...) see its events and are
+resumed with it (their ``state_dict``).
 Under torchrun: DDP (NCCL on GPU, gloo on CPU), SyncBatchNorm on CUDA, each rank a share of every epoch,
 rank 0 logs and saves; after every epoch's training steps, rank 0's buffers (BatchNorm running statistics)
 are broadcast, so every rank validates and ends with identical parameters and buffers. The sampler and the
@@ -82,12 +84,14 @@ def train(recipe: Recipe) -> Path:
 
 class Trainer:
     """One training run. ``fit()`` -> the best checkpoint; ``net`` is the trained network and ``seen`` the
-    item indices this rank trained on in the last epoch (in order)."""
+    item indices this rank trained on in the last epoch (in order). It is the ``run`` hooks receive
+    (:class:`~vista2d_core.interfaces.Hook`): ``recipe``, ``output_dir``, ``net``, ``optimizer``, ``device``,
+    ``split``, ``epoch``, ``main``, ``test_ap`` and :meth:`stop`."""
 
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
         self.cfg = recipe.train
-        self.out = recipe.output_dir
+        self.output_dir = recipe.output_dir
         self.main = distributed.is_main_process()
         self.device = distributed.setup(recipe.device)
         self.runtime = self.cfg.runtime.create()
@@ -104,7 +108,14 @@ class Trainer:
         self.seen: list[int] = []
         self.history: list[dict[str, Any]] = []
         self.best_metric, self.best_epoch, self.start_epoch = -1.0, -1, 0
-        self.mlflow_run: str | None = None
+        self.epoch = 0
+        self.test_ap: float | None = None
+        self.stop_reason: str | None = None
+        self.hooks = [(hook.name, hook.create()) for hook in self.cfg.hooks]
+
+    def stop(self, reason: str) -> None:
+        """End training after the current epoch (hooks call it, e.g. early stopping); ``reason`` is logged."""
+        self.stop_reason = reason
 
     def _info(self, message: str, *args: Any) -> None:
         """Progress messages: rank 0 only (other ranks log them at debug level)."""
@@ -121,7 +132,7 @@ class Trainer:
         state = self._resume_state()
         net = build_model(self.recipe.model if state is None else _without_checkpoint(self.recipe.model))
         if state is not None:
-            load_checkpoint(net, self.out / "model_final.pt")
+            load_checkpoint(net, self.output_dir / "model_final.pt")
         net = net.to(self.device)
         if cfg.channels_last:
             net = net.to(memory_format=torch.channels_last)
@@ -151,7 +162,7 @@ class Trainer:
     def _resume_state(self) -> dict[str, Any] | None:
         if not self.cfg.resume:
             return None
-        path = self.out / "model_final.pt"
+        path = self.output_dir / "model_final.pt"
         if not path.is_file():
             log.warning("train.resume: no %s yet, starting from scratch", path)
             return None
@@ -168,13 +179,15 @@ class Trainer:
         self.start_epoch = state["epoch"] + 1
         self.best_metric, self.best_epoch = state["best_metric"], state["best_epoch"]
         self.history = list(state["history"])
-        self.mlflow_run = state.get("mlflow_run")
+        for (name, hook), (saved_name, saved) in zip(self.hooks, state.get("hooks", []), strict=False):
+            if name == saved_name and saved is not None:  # the same hook at the same place in train.hooks
+                hook.load_state_dict(saved)
         _set_rng_state(state["rng"][distributed.rank()] if distributed.rank() < len(state["rng"]) else state["rng"][0])
         best = f"best AP@0.5 {self.best_metric:.4f} at epoch {self.best_epoch + 1}" if self.best_epoch >= 0 else "not validated yet"
         self._info("resuming after epoch %d of %d (%s)", state["epoch"] + 1, self.cfg.epochs, best)
         if self.start_epoch >= self.cfg.epochs:
             log.warning("train.resume: %s has finished all %d epochs: nothing to train (raise train.epochs to go on)",
-                        self.out / "model_final.pt", self.cfg.epochs)
+                        self.output_dir / "model_final.pt", self.cfg.epochs)
 
     def _loader(self) -> DataLoader:
         cfg, data = self.cfg, self.recipe.data
@@ -195,19 +208,21 @@ class Trainer:
             loader = self._loader()
             schedule = set(validation_epochs(self.cfg.epochs, self.cfg.validate_every, self.cfg.validation_fraction))
             self._log_start(len(loader))
-            tracker = _Mlflow.start(self) if self.main else None
+            self.epoch = self.start_epoch
             try:
+                self._call_hooks("before_train")
                 for epoch in range(self.start_epoch, self.cfg.epochs):
-                    self._epoch(epoch, loader, epoch + 1 in schedule, tracker)
-                best = self.out / "model.pt"
+                    if self._stopping():
+                        break
+                    self.epoch = epoch
+                    self._epoch(epoch, loader, epoch + 1 in schedule)
+                best = self.output_dir / "model.pt"
                 if self.cfg.test and any(item.label for item in self.split.test):
-                    self._final_test(best, tracker)
-            except BaseException:
-                if tracker:
-                    tracker.end("FAILED")
+                    self._final_test(best)
+                self._call_hooks("after_train")
+            except BaseException as error:
+                self._call_hooks("on_error", error)
                 raise
-            if tracker:
-                tracker.end("FINISHED")
             distributed.barrier()
             return best
         finally:
@@ -215,7 +230,20 @@ class Trainer:
                 log.removeHandler(handler)
                 handler.close()
 
-    def _epoch(self, epoch: int, loader: DataLoader, validate: bool, tracker: _Mlflow | None) -> None:
+    def _call_hooks(self, event: str, *args: Any) -> None:
+        for _, hook in self.hooks:
+            method = getattr(hook, event, None)
+            if method is not None:
+                method(self, *args)
+
+    def _stopping(self) -> bool:
+        """Whether a hook on any rank has asked to stop (a collective: every rank calls it)."""
+        reasons = [r for r in distributed.gather(self.stop_reason) if r]
+        if reasons:
+            self._info("stopping after epoch %d of %d: %s", self.epoch + 1, self.cfg.epochs, reasons[0])
+        return bool(reasons)
+
+    def _epoch(self, epoch: int, loader: DataLoader, validate: bool) -> None:
         start = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
         loss = self._train_epoch(epoch, loader)
@@ -231,11 +259,10 @@ class Trainer:
         improved = ap is not None and ap > self.best_metric
         if improved:
             self.best_metric, self.best_epoch = ap, epoch
+        self._call_hooks("after_epoch", {**row, "best_ap": self.best_metric if self.best_epoch >= 0 else None})
         rng = distributed.gather(_rng_state())  # every rank's, for resuming (a collective: all ranks take part)
         if self.main:
             self._save(epoch, improved or not self.split.val, ap, rng)
-            if tracker:
-                tracker.epoch(row)
         shown = f"val AP@0.5 {ap:.4f} (best {self.best_metric:.4f} at epoch {self.best_epoch + 1})" if ap is not None else ""
         self._info("epoch %d/%d loss %.4f lr %.2e %.1fs %s", epoch + 1, self.cfg.epochs, loss, lr,
                  row["epoch_seconds"], shown)
@@ -298,15 +325,13 @@ class Trainer:
         gathered = distributed.gather(per_image)
         return float(np.mean(gathered)) if gathered else 0.0
 
-    def _final_test(self, best: Path, tracker: _Mlflow | None) -> None:
+    def _final_test(self, best: Path) -> None:
         distributed.barrier()  # rank 0 has written model.pt
         if best.is_file():
             load_checkpoint(self.net, best)
         labelled = [item for item in self.split.test if item.label is not None]
-        ap = self._score(labelled, "testing", tta=self.recipe.infer.tta)
-        self._info("test AP@0.5 of %s: %.4f (%d images)", best.name, ap, len(labelled))
-        if tracker:
-            tracker.test(ap)
+        self.test_ap = self._score(labelled, "testing", tta=self.recipe.infer.tta)
+        self._info("test AP@0.5 of %s: %.4f (%d images)", best.name, self.test_ap, len(labelled))
 
     # ----------------------------------------------------------------------------------- outputs
     def _save(self, epoch: int, best: bool, ap: float | None, rng: list[dict[str, Any]]) -> None:
@@ -315,21 +340,22 @@ class Trainer:
             "epoch": epoch, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None, "history": self.history,
-            "rng": rng, "mlflow_run": self.mlflow_run,
+            "rng": rng, "hooks": [[name, hook.state_dict() if hasattr(hook, "state_dict") else None]
+                                 for name, hook in self.hooks],
         }
         if best:
-            save_checkpoint(self.net, self.out / "model.pt", config=config, epoch=epoch, best_metric=self.best_metric)
+            save_checkpoint(self.net, self.output_dir / "model.pt", config=config, epoch=epoch, best_metric=self.best_metric)
         metric = ap if ap is not None else -1.0
-        save_checkpoint(self.net, self.out / "model_final.pt", config=config, epoch=epoch, best_metric=metric,
+        save_checkpoint(self.net, self.output_dir / "model_final.pt", config=config, epoch=epoch, best_metric=metric,
                         train_state=state)
-        _write_history(self.out / "history.csv", self.history)
+        _write_history(self.output_dir / "history.csv", self.history)
 
     def _start_logging(self) -> logging.Handler | None:
         if not self.main:
             return None
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_resolved(self.recipe, self.out)
-        handler = logging.FileHandler(self.out / "train.log", encoding="utf-8")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        write_resolved(self.recipe, self.output_dir)
+        handler = logging.FileHandler(self.output_dir / "train.log", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
         if log.level == logging.NOTSET or log.level > logging.INFO:
@@ -347,51 +373,6 @@ class Trainer:
         )
         if not s.val:
             log.warning("no validation items (fold %d): model.pt is the last epoch's weights", self.recipe.data.fold)
-
-
-class _Mlflow:
-    """MLflow logging of one training run on rank 0 (a no-op object when ``mlflow.tracking_uri`` is unset)."""
-
-    def __init__(self, mlflow: Any) -> None:
-        self.mlflow = mlflow
-
-    @classmethod
-    def start(cls, trainer: Trainer) -> _Mlflow | None:
-        spec = trainer.recipe.mlflow
-        if not spec.tracking_uri:
-            return None
-        try:
-            import mlflow
-        except ImportError:
-            raise UserError("mlflow.tracking_uri is set but mlflow is not installed: pip install 'vista2d[mlflow]'") from None
-        try:
-            mlflow.set_tracking_uri(spec.tracking_uri)
-            mlflow.set_experiment(spec.experiment)
-            run = mlflow.start_run(run_id=trainer.mlflow_run, run_name=None if trainer.mlflow_run else spec.run_name,
-                                   log_system_metrics=spec.log_system_metrics)
-        except mlflow.exceptions.MlflowException as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise UserError(f"mlflow.tracking_uri {spec.tracking_uri!r}: {first}") from None
-        trainer.mlflow_run = run.info.run_id
-        if trainer.start_epoch == 0:
-            flat = _flatten(recipe_to_dict(trainer.recipe))
-            mlflow.log_params({k: str(v)[:500] for k, v in flat.items()})
-            mlflow.log_params({"train_items": len(trainer.split.train), "val_items": len(trainer.split.val)})
-            mlflow.log_artifact(str(trainer.out / "resolved_recipe.toml"))
-        return cls(mlflow)
-
-    def epoch(self, row: dict[str, Any]) -> None:
-        step = row["epoch"]
-        self.mlflow.log_metrics({"train/loss": row["train_loss"], "train/lr": row["lr"],
-                                 "train/epoch_time": row["train_seconds"]}, step=step)
-        if row["val_ap"] is not None:
-            self.mlflow.log_metrics({"val/ap": row["val_ap"], "val/epoch_time": row["val_seconds"]}, step=step)
-
-    def test(self, ap: float) -> None:
-        self.mlflow.log_metric("test/ap", ap)
-
-    def end(self, status: str) -> None:
-        self.mlflow.end_run(status)
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -440,16 +421,6 @@ def _mean_over_ranks(total: float, count: int) -> float:
     pairs = distributed.gather((total, count))
     n = sum(c for _, c in pairs)
     return sum(t for t, _ in pairs) / n if n else 0.0
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _write_history(path: Path, history: list[dict[str, Any]]) -> None:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vista2d_core import registry
+from vista2d_core import components
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -71,8 +71,8 @@ def _logits(labels: np.ndarray, seed: int, dtype: type) -> np.ndarray:
 def _both(logits: np.ndarray, **options) -> tuple[np.ndarray, np.ndarray]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fast = registry.create("postprocessors", "cellpose_fast", **options)(logits)
-        reference = registry.create("postprocessors", "cellpose", **options)(logits)
+        fast = components.create("postprocessors", "cellpose_fast", **options)(logits)
+        reference = components.create("postprocessors", "cellpose", **options)(logits)
     return fast, reference
 
 
@@ -152,3 +152,32 @@ def test_the_benchmark_times_both_and_reports_ratios_and_agreement(tmp_path, cap
     assert row["masks_ratio"] == row["masks_cellpose_s"] / row["masks_fast_s"] > 0
     assert row["flows_ratio"] == row["flows_cellpose_s"] / row["flows_fast_s"] > 0
     assert "192²" in capsys.readouterr().out
+
+
+def test_kernels_work_in_forked_children_and_from_several_threads():
+    """Data-loader workers fork after the loss has run the kernels in the parent (GNU OpenMP's threads would
+    abort them); dask or user threads may call them at the same time."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        import multiprocessing, threading
+        import numpy as np
+        from vista2d_cellpose.dynamics import masks_to_flows
+        masks = np.zeros((64, 64), np.int32); masks[5:30, 5:40] = 1; masks[35:60, 10:50] = 2
+        expected = masks_to_flows(masks)
+        def child(queue):
+            queue.put(bool(np.array_equal(masks_to_flows(masks), expected)))
+        context = multiprocessing.get_context("fork")
+        queue = context.Queue()
+        process = context.Process(target=child, args=(queue,))
+        process.start(); process.join(60)
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(np.array_equal(masks_to_flows(masks), expected)))
+                   for _ in range(4)]
+        [t.start() for t in threads]; [t.join() for t in threads]
+        print(process.exitcode, queue.get(timeout=5), results)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split("\n")[0] == "0 True [True, True, True, True]", done.stderr[-2000:]

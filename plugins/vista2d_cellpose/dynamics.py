@@ -12,13 +12,40 @@
 - :func:`flow_errors`: cellpose's ``flow_error`` (mean squared difference between the flows of the masks and the
   network's flows / 5, per mask).
 
-Kernels compile on first use (about 5 s) and are cached on disk next to this module.
+Kernels compile on first use (about 30 s) and are cached on disk next to this module. They run on numba's
+fork-safe ``workqueue`` threads (data-loader workers fork after the loss has used them; GNU OpenMP's layer would
+abort those children) unless ``NUMBA_THREADING_LAYER`` says otherwise; calls are serialised (that layer is not
+thread-safe) and use as many threads as torch does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+import numba
 import numpy as np
 from numba import njit, prange
+
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _parallel() -> Iterator[None]:
+    """One kernel call at a time, on torch's thread count (one per dask worker, all cores alone)."""
+    import torch
+
+    with _LOCK:
+        before = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        try:
+            yield
+        finally:
+            numba.set_num_threads(before)
 
 # A pixel's 9 neighbours (itself first) in cellpose's order: the diffusion adds them in this order.
 _DY = np.array([0, -1, 1, 0, 0, -1, -1, 1, 1])
@@ -132,12 +159,13 @@ def _gradient(masks: np.ndarray, heat: np.ndarray) -> np.ndarray:  # pragma: no 
 def masks_to_flows(masks: np.ndarray) -> np.ndarray:
     """(H, W) labels numbered 1..N without gaps (0 = background) -> (2, H, W) float64 unit flows [dY, dX]
     towards each cell's centre, 0 outside cells: cellpose's ``masks_to_flows_gpu(masks)[0]``."""
-    masks = np.ascontiguousarray(masks)
+    masks = np.ascontiguousarray(masks, dtype=np.int32)  # one dtype: one compiled version of each kernel
     if masks.max(initial=0) == 0:
         return np.zeros((2, *masks.shape))
-    boxes, centres = cell_boxes(masks)
-    extent = (boxes[:, 1] - boxes[:, 0]) + (boxes[:, 3] - boxes[:, 2]) + 2
-    return _gradient(masks, _diffuse(masks, boxes, centres, int(2 * extent.max())))
+    with _parallel():
+        boxes, centres = cell_boxes(masks)
+        extent = (boxes[:, 1] - boxes[:, 0]) + (boxes[:, 3] - boxes[:, 2]) + 2
+        return _gradient(masks, _diffuse(masks, boxes, centres, int(2 * extent.max())))
 
 
 def flow_errors(masks: np.ndarray, flows: np.ndarray) -> np.ndarray:
@@ -251,12 +279,13 @@ def follow_flows(flows: np.ndarray, ys: np.ndarray, xs: np.ndarray, niter: int) 
     py = ys.astype(np.float32) / np.float32(h - 1) * two - one
     owner = np.arange(len(px))
     done = 0
-    for stop in [*(m for m in _MERGES if m < niter), niter]:
-        _steps(px, py, flow_x, flow_y, stop - done)
-        done = stop
-        if done < niter:
-            px, py, index = _merge(px, py)
-            owner = index[owner]
+    with _parallel():
+        for stop in [*(m for m in _MERGES if m < niter), niter]:
+            _steps(px, py, flow_x, flow_y, stop - done)
+            done = stop
+            if done < niter:
+                px, py, index = _merge(px, py)
+                owner = index[owner]
     half = np.float32(0.5)
     final_y = ((py + one) * half * np.float32(h - 1)).astype(np.int32)
     final_x = ((px + one) * half * np.float32(w - 1)).astype(np.int32)

@@ -3,10 +3,8 @@ compiled kernels on the CPU): flows + cell probability -> instance labels by Cel
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -105,8 +103,7 @@ class FastCellposePostprocessor(CellposePostprocessor):
         ys, xs = np.nonzero(cell)
         steps = flows * cell / np.float32(5.0)
         if device.type == "cpu":
-            with _threads():
-                final = torch.from_numpy(dynamics.follow_flows(steps, ys, xs, o.niter))
+            final = torch.from_numpy(dynamics.follow_flows(steps, ys, xs, o.niter))
         else:
             final = follow_flows(steps, (ys, xs), niter=o.niter, device=device).int()
         with warnings.catch_warnings():  # cellpose builds a sparse tensor; torch warns about its checks
@@ -123,23 +120,9 @@ class FastCellposePostprocessor(CellposePostprocessor):
     @staticmethod
     def _flow_errors(masks: np.ndarray, flows: np.ndarray, device: Any) -> np.ndarray:
         if device.type == "cpu":
-            with _threads():
-                return dynamics.flow_errors(masks, flows)
+            return dynamics.flow_errors(masks, flows)
         from .flows import batched_diffusion_flows
 
         mask_flows = batched_diffusion_flows(masks[None], device)[0].double().cpu().numpy()
         return dynamics.mean_per_label(masks, ((mask_flows - flows / 5.0) ** 2).sum(axis=0))
 
-
-@contextlib.contextmanager
-def _threads() -> Iterator[None]:
-    """Compiled kernels use as many threads as torch does (one per dask worker, all cores alone)."""
-    import numba
-    import torch
-
-    before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)

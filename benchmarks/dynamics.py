@@ -70,7 +70,7 @@ def measure(size: int, device: str, repeats: int) -> dict[str, Any]:
     from cellpose.dynamics import masks_to_flows_gpu
     from vista2d_cellpose.flows import diffusion_flows
 
-    from vista2d_core import registry
+    from vista2d_core import components
     from vista2d_core.evaluate import average_precision
 
     dev = torch.device(device)
@@ -79,8 +79,8 @@ def measure(size: int, device: str, repeats: int) -> dict[str, Any]:
     logits = torch.from_numpy(logits_of(labels)).to(dev)
     masks = fastremap.renumber(labels, in_place=False)[0]
     options = {"cellprob_threshold": 0.4, "flow_threshold": 0.4, "min_size": 15, "niter": 200}
-    reference = registry.create("postprocessors", "cellpose", **options)
-    fast = registry.create("postprocessors", "cellpose_fast", **options)
+    reference = components.create("postprocessors", "cellpose", **options)
+    fast = components.create("postprocessors", "cellpose_fast", **options)
     fast(logits[:, :64, :64])  # compile the kernels (cached on disk afterwards)
     diffusion_flows(masks[None, :64, :64], dev)
     with warnings.catch_warnings():

@@ -65,7 +65,7 @@ def field_docs(cls: type) -> dict[str, str]:
 
 def type_name(tp: Any, meta: typing.Mapping[str, Any]) -> str:
     """A reader's name for a field type."""
-    from vista2d_core.options import Component
+    from vista2d_core.components import Component
 
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Component:
@@ -125,7 +125,7 @@ def markdown(doc: str | None) -> str:
 
 def sections(cls: type, key: str, array: bool = False) -> list[tuple[str, type, bool]]:
     """(dotted key, class, is an array of tables) for ``cls`` and every attrs class nested in it."""
-    from vista2d_core.options import Component
+    from vista2d_core.components import Component
 
     found = [(key, cls, array)]
     hints = typing.get_type_hints(cls)

@@ -14,8 +14,9 @@ import pytest
 from test_registry import make_distribution, site  # noqa: F401  (the fixture)
 
 from vista2d_core import RecipeError, available, load, load_recipe, registry
+from vista2d_core.components import Component
 from vista2d_core.interfaces import NoOptions
-from vista2d_core.options import Component, structure
+from vista2d_core.options import structure
 from vista2d_core.recipe import tomllib
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs/examples/vista2d-example-plugin"

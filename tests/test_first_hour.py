@@ -244,8 +244,8 @@ def test_readme_tells_how_to_skip_slow_tests():
 
 
 def test_roi_set_holds_polygon_rois(tmp_path):
+    from vista2d_core import create
     from vista2d_core.interfaces import Image, Prediction
-    from vista2d_core.registry import create
 
     labels = disk_labels(48, centers=((12, 12), (30, 32)), radius=6)
     prediction = Prediction(labels, Image(np.zeros((1, 48, 48), np.uint8), tmp_path / "x.tif"))

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vista2d_core import registry
+from vista2d_core import components
 
 
 def _discs(shape=(48, 64), cells=((12, 14, 6, 3), (30, 40, 8, 9))) -> np.ndarray:
@@ -20,7 +20,7 @@ def _discs(shape=(48, 64), cells=((12, 14, 6, 3), (30, 40, 8, 9))) -> np.ndarray
 
 @pytest.fixture
 def loss():
-    return registry.create("losses", "cellpose")
+    return components.create("losses", "cellpose")
 
 
 def test_targets_are_foreground_and_unit_flows_pointing_to_the_centre(loss):
@@ -59,7 +59,7 @@ def test_loss_is_the_reference_formula(loss):
 def test_options_weight_the_terms():
     targets = torch.zeros(1, 3, 8, 8)
     logits = torch.ones(1, 3, 8, 8)
-    flow_only = registry.create("losses", "cellpose", cellprob_weight=0.0, flow_weight=1.0)
+    flow_only = components.create("losses", "cellpose", cellprob_weight=0.0, flow_weight=1.0)
     assert torch.allclose(flow_only(logits, targets), torch.tensor(1.0))
 
 

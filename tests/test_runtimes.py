@@ -35,7 +35,7 @@ from vista2d_runtimes.tensorrt import (
     weights_sha256,
 )
 
-from vista2d_core import UserError, load_recipe, registry
+from vista2d_core import UserError, components, load_recipe, registry
 from vista2d_core.model import build_model, save_checkpoint
 from vista2d_core.segmenter import Segmenter
 from vista2d_core.synthetic import make_image
@@ -64,7 +64,7 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> dict:
     model = build_model(recipe.model).eval()
     image, labels = make_image(np.random.default_rng(3), 256)
     x = Segmenter(recipe, model=model).preprocess(image)
-    loss = registry.create("losses", "cellpose")
+    loss = components.create("losses", "cellpose")
     with torch.no_grad():
         features = model.model.image_encoder(x)
         target = loss.targets(torch.from_numpy(labels.astype(np.int64))[None])
@@ -123,7 +123,7 @@ def test_every_runtime_declares_its_contract() -> None:
 
 def test_eager_runs_the_model_itself(fitted: dict) -> None:
     model = fitted["model"]
-    assert registry.create("runtimes", "eager").prepare(model, torch.zeros(1, 3, 256, 256)) is model
+    assert components.create("runtimes", "eager").prepare(model, torch.zeros(1, 3, 256, 256)) is model
 
 
 def test_amp_bfloat16_matches_eager(fitted: dict, eager: tuple) -> None:

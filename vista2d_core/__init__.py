@@ -22,9 +22,10 @@ from typing import Any
 # 10x slower. Set OMP_WAIT_POLICY yourself to choose otherwise.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from .components import create
 from .errors import RecipeError, UserError
 from .recipe import Recipe, dump_recipe, load_recipe, recipe_from_dict
-from .registry import available, create, describe, load
+from .registry import available, describe, load
 
 __all__ = [
     "Recipe",

@@ -30,10 +30,11 @@ import attrs
 import numpy as np
 import torch
 
-from . import registry
+from . import components, registry
+from .components import Component
 from .distributed import resolve_device
 from .errors import UserError
-from .options import Component, structure
+from .options import structure
 from .recipe import Recipe, parse_override, recipe_to_dict
 
 BASELINE = "eager"
@@ -228,7 +229,7 @@ class Bench:
 
     def _reset(self, model: torch.nn.Module, example: torch.Tensor) -> None:
         """Every column starts from eager float32's process-wide settings (TF32 off)."""
-        registry.create("runtimes", BASELINE).prepare(model, example)
+        components.create("runtimes", BASELINE).prepare(model, example)
 
     def _measure(self, column: Column, model: torch.nn.Module, device: torch.device, image: Path,
                  out_dir: Path, progress: Callable[[str, int], None]) -> None:

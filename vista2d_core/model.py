@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
-from .recipe import Model
+
+if TYPE_CHECKING:
+    from .recipe import Model
 
 
 class Vista2DNet(nn.Module):

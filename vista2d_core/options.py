@@ -1,14 +1,16 @@
 """Structure plain data (parsed TOML) into attrs classes, reporting every problem with its dotted path.
 
 Supported field types: bool, int, float, str, Path, Literal[...], X | None, list[X], tuple[X, ...],
-tuple[X, Y], dict[str, Any], nested attrs classes, and :class:`Component` (a plugin name plus its
-options, validated against the plugin's own ``Options``). Path fields resolve against ``base_dir``
-(strings typed on the command line, :class:`CommandLineText`, against the current folder) and are
-normalised (no ``..``); a field with ``metadata={"must_exist": True}`` must name an existing file or
-folder (with ``"model_name": True`` also the name of a model card, which becomes the card's file in the
-cache, downloaded when missing: :mod:`vista2d_core.pretrained`), and a str field with
-``metadata={"path_pattern": True}`` (file globs) resolves like a path.
+tuple[X, Y], dict[str, Any], nested attrs classes, and classes that structure themselves: a classmethod
+``from_data(value, path, context, metadata)`` and a method ``to_data()`` (such as
+:class:`~vista2d_core.components.Component`, a plugin chosen in a recipe). Path fields resolve against
+``base_dir`` (strings typed on the command line, :class:`CommandLineText`, against the current folder)
+and are normalised (no ``..``); a field with ``metadata={"must_exist": True}`` must name an existing file
+or folder (with ``"model_name": True`` also a name that ``named_file`` turns into a file: models by name,
+:func:`vista2d_core.pretrained.model_file`), and a str field with ``metadata={"path_pattern": True}``
+(file globs) resolves like a path.
 Validators declared on the fields run too, and their messages are reported with the field's path.
+This module knows nothing of plugins: the registry and the components build on it.
 """
 
 from __future__ import annotations
@@ -17,40 +19,13 @@ import os
 import re
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Union
 
 import attrs
 
 from .errors import RecipeError, UserError
-
-
-@attrs.define
-class Component:
-    """A plugin chosen in a recipe: its ``name`` and its structured ``options`` (the plugin's Options)."""
-
-    kind: str
-    name: str
-    options: Any = None
-
-    def to_data(self) -> dict[str, Any]:
-        """The recipe table for this component, defaults filled in."""
-        return {"name": self.name, **unstructure(self.options)}
-
-    def create(self, *args: Any) -> Any:
-        """Instantiate the plugin with these options (``args`` go to its constructor after them)."""
-        from . import registry
-
-        return registry.load(self.kind, self.name)(self.options, *args)
-
-
-def component(kind: str, name: str, **options: Any) -> Any:
-    """An attrs field holding a Component of ``kind``; default plugin ``name`` with ``options``."""
-    default = {"name": name, **options}
-    return attrs.field(
-        factory=lambda: structure(Component, default, kind=kind),
-        metadata={"kind": kind, "default_data": default},
-    )
 
 
 class CommandLineText(str):
@@ -66,7 +41,8 @@ def resolve_path(value: str | Path, base_dir: Path | None) -> Path:
     return Path(os.path.normpath(p))
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
+    """``value`` as a message shows it: strings quoted, booleans in TOML, tables and lists by kind."""
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, bool):
@@ -78,19 +54,30 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
-class _Ctx:
-    def __init__(self, base_dir: Path | None) -> None:
+NamedFile = Callable[[str], "Path | None"]
+
+
+class Context:
+    """One structuring: where relative paths start, how names become files, and every problem so far."""
+
+    def __init__(self, base_dir: Path | None, named_file: NamedFile | None = None) -> None:
         self.base_dir = base_dir
+        self.named_file = named_file
         self.problems: list[str] = []
 
     def fail(self, path: str, message: str) -> None:
+        """Record a problem at the dotted ``path``."""
         self.problems.append(f"{path}: {message}" if path else message)
+
+    def structure(self, cls: type, data: Any, path: str) -> Any:
+        """``data`` structured into the attrs class ``cls`` (None after recording its problems)."""
+        return _structure(cls, data, path, self)
 
 
 _MISSING = object()
 
 
-def _convert(tp: Any, value: Any, path: str, ctx: _Ctx, meta: dict) -> Any:
+def _convert(tp: Any, value: Any, path: str, ctx: Context, meta: dict) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
         return value
@@ -101,22 +88,22 @@ def _convert(tp: Any, value: Any, path: str, ctx: _Ctx, meta: dict) -> Any:
         if len(options) == 1:
             return _convert(options[0], value, path, ctx, meta)
         for option in options:  # first that converts without problems
-            trial = _Ctx(ctx.base_dir)
+            trial = Context(ctx.base_dir, ctx.named_file)
             result = _convert(option, value, path, trial, meta)
             if not trial.problems:
                 return result
         return _convert(options[-1], value, path, ctx, meta)
     if origin is Literal:
         if value not in args:
-            ctx.fail(path, f"expected one of {', '.join(_describe(a) for a in args)}, got {_describe(value)}")
+            ctx.fail(path, f"expected one of {', '.join(describe_value(a) for a in args)}, got {describe_value(value)}")
         return str(value) if isinstance(value, str) else value
-    if tp is Component:
-        return _component(meta["kind"], value, path, ctx)
+    if isinstance(tp, type) and hasattr(tp, "from_data"):
+        return tp.from_data(value, path, ctx, meta)
     if origin in (list, tuple) or tp in (list, tuple):
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
-            ctx.fail(path, f"expected a list, got {_describe(value)}")
+            ctx.fail(path, f"expected a list, got {describe_value(value)}")
             return value
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
@@ -128,76 +115,53 @@ def _convert(tp: Any, value: Any, path: str, ctx: _Ctx, meta: dict) -> Any:
         return tuple(items) if origin is tuple else items
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            ctx.fail(path, f"expected a table, got {_describe(value)}")
+            ctx.fail(path, f"expected a table, got {describe_value(value)}")
         return value
     if isinstance(tp, type) and attrs.has(tp):
         return _structure(tp, value, path, ctx)
     if tp is bool:
         if not isinstance(value, bool):
-            ctx.fail(path, f"expected true or false, got {_describe(value)}")
+            ctx.fail(path, f"expected true or false, got {describe_value(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            ctx.fail(path, f"expected an integer, got {_describe(value)}")
+            ctx.fail(path, f"expected an integer, got {describe_value(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            ctx.fail(path, f"expected a number, got {_describe(value)}")
+            ctx.fail(path, f"expected a number, got {describe_value(value)}")
             return value
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            ctx.fail(path, f"expected a string, got {_describe(value)}")
+            ctx.fail(path, f"expected a string, got {describe_value(value)}")
             return value
         return str(resolve_path(value, ctx.base_dir)) if meta.get("path_pattern") else str(value)
     if tp is Path:
         if not isinstance(value, (str, Path)):
-            ctx.fail(path, f"expected a path, got {_describe(value)}")
+            ctx.fail(path, f"expected a path, got {describe_value(value)}")
             return value
         p = resolve_path(value, ctx.base_dir) if ctx.base_dir is not None or isinstance(value, CommandLineText) \
             else Path(value).expanduser()
         if meta.get("must_exist") and not p.exists():
-            from .pretrained import fetch, is_model_name
-
-            if not (meta.get("model_name") and is_model_name(str(value))):
-                ctx.fail(path, f"no such file: {p}{meta.get('hint', '')}")
-                return p
             try:
-                return fetch(str(value))
+                named = ctx.named_file(str(value)) if meta.get("model_name") and ctx.named_file else None
             except UserError as exc:
                 ctx.fail(path, str(exc))
+                return p
+            if named is None:
+                ctx.fail(path, f"no such file: {p}{meta.get('hint', '')}")
+                return p
+            return named
         return p
     raise TypeError(f"options.structure: unsupported field type {tp!r} at {path}")
 
 
-def _component(kind: str, value: Any, path: str, ctx: _Ctx) -> Any:
-    from . import registry
-
-    if isinstance(value, Component):
-        return value
-    if isinstance(value, str):
-        value = {"name": value}
-    if not isinstance(value, dict):
-        ctx.fail(path, f"expected a plugin name or a table with 'name', got {_describe(value)}")
-        return value
-    value = dict(value)
-    name = value.pop("name", None)
-    if not isinstance(name, str):
-        ctx.fail(path, f"missing 'name' (installed {registry.group(kind)}: {', '.join(registry.available(kind))})")
-        return value
-    try:
-        plugin = registry.load(kind, name)
-    except UserError as exc:
-        ctx.fail(f"{path}.name", str(exc))
-        return value
-    return Component(registry.canonical_kind(kind), str(name), _structure(plugin.Options, value, path, ctx))
-
-
-def _structure(cls: type, data: Any, path: str, ctx: _Ctx) -> Any:
+def _structure(cls: type, data: Any, path: str, ctx: Context) -> Any:
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
-        ctx.fail(path, f"expected a table, got {_describe(data)}")
+        ctx.fail(path, f"expected a table, got {describe_value(data)}")
         return None
     fields = attrs.fields_dict(cls)
     hints = typing.get_type_hints(cls)
@@ -239,11 +203,15 @@ def _structure(cls: type, data: Any, path: str, ctx: _Ctx) -> Any:
         return None
 
 
-def structure(cls: type, data: Any, path: str = "", base_dir: Path | None = None, kind: str | None = None) -> Any:
-    """Build ``cls`` from ``data``; raise RecipeError listing every problem (dotted paths)."""
-    ctx = _Ctx(base_dir)
-    if cls is Component:
-        result = _component(kind or "", data, path, ctx)
+def structure(
+    cls: type, data: Any, path: str = "", base_dir: Path | None = None, kind: str | None = None,
+    named_file: NamedFile | None = None,
+) -> Any:
+    """Build ``cls`` from ``data``; raise RecipeError listing every problem (dotted paths). ``kind``: for a
+    class that structures itself (a Component's plugin kind); ``named_file``: see the module docstring."""
+    ctx = Context(base_dir, named_file)
+    if hasattr(cls, "from_data"):
+        result = cls.from_data(data, path, ctx, {"kind": kind})
     else:
         result = _structure(cls, data, path, ctx)
     if ctx.problems:
@@ -253,7 +221,7 @@ def structure(cls: type, data: Any, path: str = "", base_dir: Path | None = None
 
 def unstructure(obj: Any) -> Any:
     """Plain TOML-ready data from attrs instances, Components, Paths and tuples (None values dropped)."""
-    if isinstance(obj, Component):
+    if hasattr(obj, "to_data"):
         return obj.to_data()
     if attrs.has(type(obj)):
         out = {}

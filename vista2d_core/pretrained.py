@@ -69,3 +69,9 @@ def fetch(name: str) -> Path:
         return download(card.url, path, card.sha256)
     except UserError as exc:
         raise UserError(f"model '{name}': {exc}") from None
+
+
+def model_file(text: str) -> Path | None:
+    """The cached file of model ``text`` (downloaded when missing), or None when ``text`` is no model name:
+    how recipe fields with ``metadata={"model_name": True}`` accept names (see :mod:`vista2d_core.options`)."""
+    return fetch(text) if is_model_name(text) else None

@@ -16,8 +16,10 @@ from typing import Any, Literal
 import attrs
 from attrs import validators as v
 
+from .components import Component, component
 from .errors import RecipeError, UserError
-from .options import CommandLineText, Component, component, resolve_path, structure, unstructure
+from .options import CommandLineText, resolve_path, structure, unstructure
+from .pretrained import model_file
 
 Mode = Literal["train", "eval", "infer"]
 _positive = v.gt(0)
@@ -336,7 +338,7 @@ def _structure_recipe(data: dict[str, Any], base_dir: Path, source: str) -> Reci
         raise RecipeError([f"{moved} (the same options)"], source)
     try:
         data = with_checkpoint_settings(data, base_dir)
-        recipe = structure(Recipe, data, base_dir=base_dir)
+        recipe = structure(Recipe, data, base_dir=base_dir, named_file=model_file)
     except RecipeError as exc:
         raise RecipeError(exc.problems, source) from None
     recipe.source = base_dir / source if source != "recipe" else None

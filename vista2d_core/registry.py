@@ -3,8 +3,7 @@
 ``available(kind)`` and ``describe()`` read entry-point metadata only, so listing is instant and a broken
 plugin cannot break a listing. ``load(kind, name)`` imports one plugin and checks it against its kind's
 interface (a model card, kind ``models``, is structured into :class:`~vista2d_core.interfaces.ModelCard`
-instead); ``create(kind, name, **options)`` also validates the options into the plugin's attrs
-``Options`` class. Every failure is a :class:`UserError` whose message names the group and the plugin.
+instead). Building a plugin from options is :mod:`~vista2d_core.components`'. Every failure is a :class:`UserError` whose message names the group and the plugin.
 The same name registered twice with different targets is an error, never a silent override.
 """
 
@@ -20,6 +19,7 @@ from stevedore import ExtensionManager, NamedExtensionManager
 
 from .errors import RecipeError, UserError
 from .interfaces import KINDS, ModelCard, missing_members
+from .options import structure
 
 
 def group(kind: str) -> str:
@@ -135,8 +135,6 @@ def load(kind: str, name: str) -> Any:
 
 def _model_card(value: Any, name: str, target: str) -> ModelCard:
     """The card an entry point names (a dict, or a callable returning one), structured and validated."""
-    from .options import structure
-
     where = f"model card '{name}' in {group('models')} ({target}, package {_package_of(target)})"
     try:
         data = value() if callable(value) else value
@@ -146,12 +144,3 @@ def _model_card(value: Any, name: str, target: str) -> ModelCard:
         return structure(ModelCard, data)
     except RecipeError as exc:
         raise UserError(f"{where}: {'; '.join(exc.problems)}") from None
-
-
-def create(kind: str, name: str, /, **options: Any) -> Any:
-    """Build plugin ``name`` of ``kind`` from keyword options (validated into its ``Options`` class)."""
-    from .options import structure
-
-    plugin = load(kind, name)
-    opts = structure(plugin.Options, options, path=f"{canonical_kind(kind)}.{name}")
-    return plugin(opts)

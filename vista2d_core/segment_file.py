@@ -13,24 +13,18 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .axes import plane_size, planes, read_plane, stack_axes, stack_shape
+from .axes import plane_size, stack_axes, stack_shape
 from .blocks import Grid, WorkStore
 from .executor import Executor
 from .imageio import open_image
 from .interfaces import Prediction
 from .recipe import Recipe, recipe_to_dict
+from .segmenter import Segmenter, image_scale, segment_planes
 from .stitch import stitch
 from .tasks import Job, assemble_core, keep_segmenter, measure_plane, segment_block
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
-
-    from .interfaces import Image
-    from .segmenter import Segmenter
 
 # Infer keys that do not change what a model computes for an image (left out of fingerprints).
 _RUN_KEYS = ("inputs", "writers", "resume", "dask_workers", "dask_address", "output_subdir")
@@ -64,8 +58,6 @@ def block_context(recipe: Recipe) -> int:
     infer = recipe.infer
     if infer.block_overlap is not None:
         return infer.block_overlap
-    from .segmenter import image_scale
-
     scale = image_scale(recipe)
     diameter = infer.diameter or (recipe.model.diameter or 30.0) / scale
     return math.ceil(max(max(infer.roi_size) / scale / 2, 2 * diameter))
@@ -118,35 +110,3 @@ def segment_file(
         objects = stitch(store["labels"], lead, infer.stitch_threshold)
     logits = store["logits"] if keep_logits else None
     return Prediction(store["labels"], image, logits, lead + "YX"), objects, store.remove
-
-
-def segment_planes(
-    segmenter: Segmenter, image: Image, keep_logits: bool = False, progress: Progress | None = None
-) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """Every plane of ``image`` (axes resolved) segmented whole, labels numbered over the stack and
-    stitched by ``infer.stitch_threshold``: labels (*stack, H, W) uint16 (uint32 above 65535 objects),
-    logits (*stack, 3, H, W) when kept, and the number of objects."""
-    shape = tuple(image.data.shape)
-    stack, lead = stack_shape(image.axes, shape), stack_axes(image.axes, shape)
-    labels, logits, top = [], [], 0
-    indices = list(planes(image.axes, shape))
-    task = progress.add_task(f"{image.path.name}: planes", total=len(indices)) if progress and stack else None
-    for plane in indices:
-        plane_logits = segmenter._logits(read_plane(image.data, image.axes, plane))
-        found = segmenter.postprocessor(plane_logits).astype(np.uint32)
-        found[found > 0] += top
-        top = int(found.max(initial=top))
-        labels.append(found)
-        if keep_logits:
-            logits.append(plane_logits.float().cpu().numpy())
-        if task is not None:
-            progress.advance(task)
-    if task is not None:
-        progress.remove_task(task)
-    stacked = np.stack(labels).reshape(*stack, *labels[0].shape)
-    threshold = segmenter.recipe.infer.stitch_threshold
-    objects = stitch(stacked, lead, threshold) if threshold and lead else top
-    if objects <= np.iinfo(np.uint16).max:
-        stacked = stacked.astype(np.uint16)
-    kept = np.stack(logits).reshape(*stack, *logits[0].shape) if keep_logits else None
-    return stacked, kept, objects

@@ -10,20 +10,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .axes import STACK, resolve_axes
+from .axes import STACK, planes, read_plane, resolve_axes, stack_axes, stack_shape
 from .distributed import resolve_device
 from .interfaces import Image, Prediction
 from .model import build_model
 from .preprocess import channels_first, normalize
 from .recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict
 from .sliding_window import sliding_window
+from .stitch import stitch
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 log = logging.getLogger("vista2d")
 
@@ -109,8 +113,9 @@ class Segmenter:
         return torch.from_numpy(image)[None].to(self.device)
 
     @torch.inference_mode()
-    def _logits(self, data: np.ndarray, ranges: list | None = None) -> torch.Tensor:
-        """(C, H, W) or (H, W) array -> (3, H, W) float32 logits on the device (resampled by ``scale``)."""
+    def plane_logits(self, data: np.ndarray, ranges: list | None = None) -> torch.Tensor:
+        """One plane, (C, H, W) or (H, W) as the reader gives it (whole, or a block with ``ranges``: see
+        :meth:`preprocess`) -> (3, H, W) float32 logits on the device (resampled by ``scale``)."""
         infer = self.recipe.infer
         image = self.preprocess(data, ranges)
         size = image.shape[-2:]
@@ -125,7 +130,7 @@ class Segmenter:
 
     def logits(self, data: np.ndarray, axes: str | None = None) -> torch.Tensor:
         """One image array -> (3, H, W) float32 logits ``[cellprob logit, dY, dX]`` on the device."""
-        return self._logits(channels_first(data, axes))
+        return self.plane_logits(channels_first(data, axes))
 
     def segment(self, data: Images, axes: str | None = None) -> Segmentation | list[Segmentation]:
         """Labels and logits (cell probability, flows) of one image array, or of each in a list. A z-stack
@@ -134,8 +139,6 @@ class Segmenter:
         if isinstance(data, (list, tuple)):
             return [self.segment(d, axes) for d in data]
         if axes and set(axes.upper()) & set(STACK):
-            from .segment_file import segment_planes
-
             data = np.asarray(data)
             image = Image(data, Path("array"), axes=resolve_axes(axes, data.shape, axes, "array"))
             labels, logits, _ = segment_planes(self, image, keep_logits=True)
@@ -154,7 +157,7 @@ class Segmenter:
 
     def predict(self, image: Image, keep_logits: bool = False) -> Prediction:
         """Segment a reader's Image ((C, H, W) data); keep the float32 logits for writers that need them."""
-        logits = self._logits(image.data)
+        logits = self.plane_logits(image.data)
         labels = self.postprocessor(logits)
         kept = logits.cpu().numpy() if keep_logits else None
         return Prediction(labels=labels, image=image, logits=kept)
@@ -185,3 +188,35 @@ def flip_averaged(predict: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[
         return total / (1 + len(_FLIPS))
 
     return averaged
+
+
+def segment_planes(
+    segmenter: Segmenter, image: Image, keep_logits: bool = False, progress: Progress | None = None
+) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Every plane of ``image`` (axes resolved) segmented whole, labels numbered over the stack and
+    stitched by ``infer.stitch_threshold``: labels (*stack, H, W) uint16 (uint32 above 65535 objects),
+    logits (*stack, 3, H, W) when kept, and the number of objects."""
+    shape = tuple(image.data.shape)
+    stack, lead = stack_shape(image.axes, shape), stack_axes(image.axes, shape)
+    labels, logits, top = [], [], 0
+    indices = list(planes(image.axes, shape))
+    task = progress.add_task(f"{image.path.name}: planes", total=len(indices)) if progress and stack else None
+    for plane in indices:
+        plane_logits = segmenter.plane_logits(read_plane(image.data, image.axes, plane))
+        found = segmenter.postprocessor(plane_logits).astype(np.uint32)
+        found[found > 0] += top
+        top = int(found.max(initial=top))
+        labels.append(found)
+        if keep_logits:
+            logits.append(plane_logits.float().cpu().numpy())
+        if task is not None:
+            progress.advance(task)
+    if task is not None:
+        progress.remove_task(task)
+    stacked = np.stack(labels).reshape(*stack, *labels[0].shape)
+    threshold = segmenter.recipe.infer.stitch_threshold
+    objects = stitch(stacked, lead, threshold) if threshold and lead else top
+    if objects <= np.iinfo(np.uint16).max:
+        stacked = stacked.astype(np.uint16)
+    kept = np.stack(logits).reshape(*stack, *logits[0].shape) if keep_logits else None
+    return stacked, kept, objects

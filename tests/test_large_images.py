@@ -71,7 +71,7 @@ class IdealSegmenter:
         self.postprocessor = recipe.infer.postprocessor.create()
         self.calls = 0
 
-    def _logits(self, data, ranges=None):
+    def plane_logits(self, data, ranges=None):
         from scipy import ndimage
         from vista2d_cellpose.flows import diffusion_flows
 

@@ -12,11 +12,11 @@ import pytest
 import roifile
 import tifffile
 from PIL import Image as PILImage
-from vista2d_io.atomic import atomic_path
 from vista2d_io.contours import outer_contours
 from vista2d_io.writers import GeoJsonWriter, RoisWriter
 
 import vista2d_core as v2d
+from vista2d_core.files import atomic_path
 from vista2d_core.interfaces import Image, Prediction
 
 H, W = 40, 50

@@ -34,6 +34,7 @@ from . import components, registry
 from .components import Component
 from .distributed import resolve_device
 from .errors import UserError
+from .files import atomic_write_text
 from .options import structure
 from .recipe import Recipe, parse_override, recipe_to_dict
 
@@ -364,8 +365,4 @@ def _stage(row: dict[str, Any], stage: str) -> str:
 
 def write_json(report: dict[str, Any], path: Path) -> Path:
     """Write ``report`` to ``path`` atomically; return ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(report, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(report, indent=1))

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
+from .files import atomic_path
 
 if TYPE_CHECKING:
     from .recipe import Model
@@ -130,13 +131,8 @@ def save_checkpoint(net: nn.Module, path: Path, **extra: Any) -> Path:
     """Write ``{"state_dict", **extra}`` atomically (temporary file, then rename); return ``path``."""
     module = getattr(net, "module", net)  # unwrap DDP
     state = clean_state_dict(module.state_dict())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"state_dict": state, **extra}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

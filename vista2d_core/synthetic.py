@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,6 +20,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 from scipy import ndimage
+
+from .files import atomic_path, atomic_write_text
 
 VERSION = 1  # bump whenever the images change, so that existing datasets regenerate
 MIN_SIZE = 20  # pixels; smaller objects are removed (cellpose drops objects under 15)
@@ -84,7 +85,7 @@ def generate(
         for i, s in enumerate(test_seeds.spawn(test_images))
     ]
     text = json.dumps({"training": training, "testing": testing, "synthetic": settings}, indent=1)
-    _atomic_write(datalist, text.encode())
+    atomic_write_text(datalist, text)
     return datalist
 
 
@@ -128,19 +129,14 @@ def _write_pair(
     else:
         image_path = f"images/{name}.tif"
         tifffile.imwrite(buf, hwc, photometric="rgb" if image.ndim == 3 else "minisblack", compression="zlib")
-    _atomic_write(folder / image_path, buf.getvalue())
+    with atomic_path(folder / image_path) as tmp:
+        tmp.write_bytes(buf.getvalue())
     label_path = f"labels/{name}_masks.tif"
     buf = io.BytesIO()
     tifffile.imwrite(buf, labels, compression="zlib")
-    _atomic_write(folder / label_path, buf.getvalue())
+    with atomic_path(folder / label_path) as tmp:
+        tmp.write_bytes(buf.getvalue())
     return {"image": image_path, "label": label_path}
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write data to path via a temporary file in the same folder and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 # --- geometry -------------------------------------------------------------------------------------

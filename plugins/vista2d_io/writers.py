@@ -4,7 +4,7 @@
 ``rois`` -> ``<stem>_rois.zip``, ``geojson`` -> ``<stem>.geojson``, ``zarr`` -> ``<stem>_masks.ome.zarr``.
 Labels and logits may have leading T/Z axes (``Prediction.axes``) and may be zarr arrays larger than
 memory: every writer but ``overlay`` then reads them in regions (tiles, bands, blocks), so memory follows
-a region, not the image. Every file is written atomically (:mod:`~vista2d_io.atomic`).
+a region, not the image. Every file is written atomically (:mod:`vista2d_core.files`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import attrs
 import numpy as np
 
 from vista2d_core.errors import UserError
+from vista2d_core.files import atomic_dir, atomic_path
 from vista2d_core.interfaces import NoOptions, Prediction, Writer
 
-from .atomic import atomic_dir, atomic_path
 from .contours import iter_contours
 from .ngff import multiscales, unit_symbol
 from .regions import blocks

@@ -23,6 +23,7 @@ import torch
 from attrs import validators as v
 
 from vista2d_core.errors import UserError
+from vista2d_core.files import atomic_path
 from vista2d_core.interfaces import Runtime
 
 log = logging.getLogger("vista2d")
@@ -151,11 +152,6 @@ class TensorRTRuntime(Runtime):
             max_shape=(batch[2], *example.shape[1:]), dtype=dtype,
         )
         engine = trt.compile(net, ir="dynamo", inputs=[spec], enabled_precisions={dtype})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.ep")
-        try:
+        with atomic_path(path) as tmp:
             trt.save(engine, str(tmp), inputs=[spec])
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return engine

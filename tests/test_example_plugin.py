@@ -203,3 +203,13 @@ def test_its_hook_sees_every_epoch_of_a_run_and_its_resume(example, tmp_path, mo
 def test_its_hook_is_checked_against_the_hook_interface(example):
     hook = load("hooks", "epoch_log")
     assert hook.__module__ == "vista2d_example.epoch_log" and "epoch_log" in available("hooks")
+
+
+def test_its_plugins_pass_the_contract_helper(example):
+    """What the plugin guide tells authors to run: the helper finds the installed plugins and checks them."""
+    from vista2d_core.testing import check_plugin, installed_plugins
+
+    mine = [(kind, name) for kind, name in installed_plugins() if name in ("threshold", "epoch_log")]
+    assert mine == [("postprocessors", "threshold"), ("hooks", "epoch_log")]
+    for kind, name in mine:
+        check_plugin(kind, name)

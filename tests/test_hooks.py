@@ -40,10 +40,12 @@ def test_early_stopping_ends_training_and_a_resume_trains_no_further(tmp_path: P
     hooks = [{"name": "early_stopping", "patience": 2}]
     Trainer(_recipe(tmp_path, epochs=10, hooks=hooks)).fit()
     assert _epochs(tmp_path / "run") == [0, 1, 2, 3]
-    assert "stopping after epoch 4 of 10: early_stopping: no validation AP above 0.6000 in 2 validations" in (
-        tmp_path / "run" / "train.log").read_text()
+    log = tmp_path / "run" / "train.log"
+    assert "stopping before epoch 5 of 10: early_stopping: no validation AP above 0.6000 in 2 validations" in (
+        log.read_text())
     Trainer(_recipe(tmp_path, epochs=10, hooks=hooks, resume=True)).fit()  # no AP left: a validation would fail
     assert _epochs(tmp_path / "run") == [0, 1, 2, 3]
+    assert log.read_text().count("stopping before epoch 5 of 10") == 2
 
 
 def test_early_stopping_counts_only_validations_without_improvement(tmp_path: Path, stand_ins: list[float]) -> None:

@@ -72,3 +72,17 @@ def test_the_core_imports_no_plugin() -> None:
     plugins = {p.name for p in (CORE.parent / "plugins").iterdir() if p.is_dir()}
     for module in [*MODULES, "__init__"]:
         assert not imports(CORE / f"{module}.py") & plugins, module
+
+
+PLUGIN_SURFACE = {"errors", "interfaces", "files"}  # the part of the core plugins may import (docs/architecture.md)
+
+
+def test_plugins_import_only_the_core_modules_meant_for_them() -> None:
+    roots = [CORE.parent / "plugins", CORE.parent / "docs" / "examples"]
+    for path in (p for root in roots for p in root.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        used = {n.module.split(".")[1] for n in ast.walk(tree)
+                if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("vista2d_core.")}
+        used |= {a.name.split(".")[1] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                 for a in n.names if a.name.startswith("vista2d_core.")}
+        assert used <= PLUGIN_SURFACE, f"{path}: imports vista2d_core.{sorted(used - PLUGIN_SURFACE)}"

@@ -116,3 +116,27 @@ def test_conv_stem_replaces_the_patch_embedding(tmp_path):
         tiny_net(stem="conv", weights=str(tmp_path / "sam.pth"))
     with pytest.raises(UserError, match="power-of-two patch_size"):
         tiny_net(stem="conv", patch_size=6)
+
+
+def test_inference_settings_are_the_marked_fields_and_a_checkpoints_section_is_what_is_read(tmp_path):
+    from vista2d_core.recipe import inference_settings, recipe_to_dict, settings_from_checkpoint
+
+    recipe = recipe_from_dict({"mode": "infer", "model": tiny_model_table(), "data": {"channels": [1]},
+                               "infer": {"roi_size": [64, 64], "tta": True, "inputs": ["x.tif"]}})
+    config = recipe_to_dict(recipe)
+    config["model"]["backbone"]["weights"] = "/elsewhere/sam.pth"
+    settings = inference_settings(config)
+    assert set(settings) == {"model", "data", "infer"}
+    assert set(settings["model"]) == {"backbone", "head"} and "weights" not in settings["model"]["backbone"]
+    assert settings["data"] == {"channels": [1], "percentiles": [1.0, 99.0]}
+    assert set(settings["infer"]) == {"roi_size", "overlap", "sw_batch_size", "blend", "tta", "runtime",
+                                      "postprocessor"}
+    assert settings["infer"]["roi_size"] == [64, 64] and settings["infer"]["tta"] is True
+    net = build_model(recipe.model)
+    # an earlier version's checkpoint: taken from its config
+    assert settings_from_checkpoint(save_checkpoint(net, tmp_path / "old.pt", config=config)) == settings
+    # the section wins over the config
+    section = {**settings, "infer": {**settings["infer"], "roi_size": [32, 32]}}
+    path = save_checkpoint(net, tmp_path / "new.pt", config=config, inference=section)
+    assert settings_from_checkpoint(path)["infer"]["roi_size"] == [32, 32]
+    assert settings_from_checkpoint(save_checkpoint(net, tmp_path / "official.pt")) == {}

@@ -13,7 +13,7 @@ from tiny_training import tiny_recipe_data
 
 from vista2d_core.errors import UserError
 from vista2d_core.model import read_checkpoint, save_checkpoint
-from vista2d_core.recipe import Train, recipe_from_dict
+from vista2d_core.recipe import Train, inference_settings, recipe_from_dict
 from vista2d_core.train import Trainer, hopeless, lr_factor, train, validation_epochs
 
 
@@ -56,6 +56,7 @@ def test_training_writes_official_checkpoints_logs_and_history(tmp_path):
         assert any(k.startswith("model.image_encoder.") for k in ckpt["state_dict"])
         assert any(k.startswith("model.mask_decoder.0.") for k in ckpt["state_dict"])
         assert ckpt["config"]["train"]["epochs"] == 2
+        assert ckpt["inference"] == inference_settings(ckpt["config"]) and ckpt["inference"]["infer"]["roi_size"] == [64, 64]
     final = read_checkpoint(out / "model_final.pt")
     assert final["epoch"] == 1 and {"optimizer", "scheduler", "rng", "history"} <= set(final["train_state"])
     assert "train_state" not in read_checkpoint(out / "model.pt")
@@ -133,7 +134,7 @@ def test_missing_training_files_are_reported_before_training(tmp_path):
 def test_resume_needs_a_training_state(tmp_path):
     data = tiny_recipe_data(tmp_path / "run", tmp_path / "data", resume=True)
     trainer = Trainer(recipe_from_dict(data))
-    (tmp_path / "run").mkdir()
+    (tmp_path / "run").mkdir(exist_ok=True)  # Trainer() wrote resolved_recipe.toml there
     torch.save({"state_dict": {}}, tmp_path / "run" / "model_final.pt")
     with pytest.raises(UserError, match="no training state"):
         trainer._build()

@@ -61,12 +61,13 @@ class Component:
         return cls(registry.canonical_kind(kind), str(name), ctx.structure(plugin.Options, value, path))
 
 
-def component(kind: str, name: str, **options: Any) -> Any:
-    """An attrs field holding a Component of ``kind``; default plugin ``name`` with ``options``."""
+def component(kind: str, name: str, inference: bool = False, **options: Any) -> Any:
+    """An attrs field holding a Component of ``kind``; default plugin ``name`` with ``options``.
+    ``inference``: the choice goes with a model's weights (:func:`vista2d_core.recipe.inference_settings`)."""
     default = {"name": name, **options}
     return attrs.field(
         factory=lambda: structure(Component, default, kind=kind, named_file=model_file),
-        metadata={"kind": kind, "default_data": default},
+        metadata={"kind": kind, "default_data": default, "inference": inference},
     )
 
 

@@ -19,7 +19,8 @@ import attrs
 import numpy as np
 
 from . import distributed
-from .datalist import Item, check_files, load_split, resolve_datalists
+from .context import RunContext, start_run
+from .datalist import Item
 from .errors import UserError
 from .files import atomic_write_text
 from .imageio import read_image, read_labels
@@ -80,20 +81,18 @@ def summarize(scores: Sequence[ImageScore], names: Sequence[str]) -> dict[str, A
     return {"datalists": rows, "overall": overall}
 
 
-def evaluate(recipe: Recipe) -> dict[str, Any]:
-    """Run the eval stage; print the table, write eval.json and eval.csv; return the results."""
+def evaluate(recipe: Recipe, context: RunContext | None = None) -> dict[str, Any]:
+    """Run the eval stage; print the table, write eval.json and eval.csv; return the results. ``context``:
+    the run's (:func:`~vista2d_core.context.start_run`), set up from ``recipe`` when not given."""
     from .segmenter import Segmenter
 
-    device = distributed.setup(recipe.device)  # first: synthetic data generation waits on rank 0
-    datalists = resolve_datalists(recipe.data)
-    items = load_split(recipe.data, datalists).test
-    if not items:
-        raise UserError("data.datalists: no testing items to evaluate")
-    check_files(items, datalists)
+    if context is None:
+        context = start_run(attrs.evolve(recipe, mode=["eval"]))
+    items = context.split.test
     thresholds = recipe.eval.iou_thresholds
-    scores = score_items(Segmenter(recipe, device=device), distributed.shard(items), thresholds, "evaluating")
+    scores = score_items(Segmenter(recipe, device=context.device), distributed.shard(items), thresholds, "evaluating")
     scores = distributed.gather(scores)
-    names = [str(d.path) for d in datalists]
+    names = [str(d.path) for d in context.datalists]
     results = {"thresholds": list(thresholds), **summarize(scores, names), "images": [attrs.asdict(s) for s in scores]}
     if distributed.is_main_process():
         print_table(results)

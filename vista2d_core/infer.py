@@ -17,6 +17,7 @@ from pathlib import Path
 import attrs
 
 from . import distributed
+from .context import RunContext, start_run
 from .errors import UserError
 from .executor import open_executor
 from .files import atomic_write_text
@@ -93,26 +94,27 @@ def output_stems(paths: list[Path]) -> list[str]:
     return [f"{p.parent.name}_{s}" if stems.count(s) > 1 else s for p, s in zip(paths, stems)]
 
 
-def infer_inputs(recipe: Recipe) -> tuple[list[Path], list[tuple[str, str]]]:
+def infer_inputs(recipe: Recipe, context: RunContext) -> tuple[list[Path], list[tuple[str, str]]]:
     """The images a recipe's infer stage segments: ``infer.inputs`` or, when empty, the datalists'
     testing items."""
     if recipe.infer.inputs:
         return expand_inputs(recipe.infer.inputs, recipe.source.parent if recipe.source else Path.cwd())
-    from .datalist import load_split
-
-    items = load_split(recipe.data).test
+    items = context.split.test
     if not items:
         raise UserError("infer.inputs is empty and the datalists have no testing items: nothing to segment")
     return [item.image for item in items], []
 
 
-def infer(recipe: Recipe) -> int:
-    """Run the infer stage; return 1 when any input failed (each reported), else 0."""
+def infer(recipe: Recipe, context: RunContext | None = None) -> int:
+    """Run the infer stage; return 1 when any input failed (each reported), else 0. ``context``: the run's
+    (:func:`~vista2d_core.context.start_run`), set up from ``recipe`` when not given."""
     from .segment_file import file_key, segment_file, settings_key
     from .segmenter import Segmenter
 
-    device = distributed.setup(recipe.device)  # first: synthetic data generation waits on rank 0
-    paths, problems = infer_inputs(recipe)
+    if context is None:
+        context = start_run(attrs.evolve(recipe, mode=["infer"]))
+    device = context.device
+    paths, problems = infer_inputs(recipe, context)
     summary = InferSummary(failures=list(problems))
     for name, reason in problems:
         log.error("error: %s: %s", name, reason)

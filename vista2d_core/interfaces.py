@@ -198,7 +198,8 @@ class Hook(abc.ABC):
     ``state_dict()`` -> plain data (dicts, lists, str, numbers, tensors), saved in ``model_final.pt`` after
     every epoch; ``load_state_dict(state)`` gets it back when the run resumes, before ``before_train``.
 
-    ``run`` (the trainer) gives ``recipe``, ``output_dir``, ``net`` (the network, unwrapped), ``optimizer``,
+    ``run`` (the trainer) gives ``recipe``, ``config`` (the resolved recipe as plain data, as saved in
+    checkpoints), ``output_dir``, ``net`` (the network, unwrapped), ``optimizer``,
     ``device``, ``split`` (train/val/test items), ``epoch`` (the current one, 0-based), ``main`` (rank 0:
     the one that writes files and logs) and ``stop(reason)``: end training after this epoch (the best
     checkpoint is then tested as usual). A hook that stops decides from ``metrics``, which every rank shares.

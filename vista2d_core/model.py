@@ -2,12 +2,12 @@
 
 State-dict keys are ``model.image_encoder.*`` (backbone) and ``model.mask_decoder.*`` (head), as in
 MONAI's ``CellSamWrapper``; a checkpoint file is ``{"state_dict", "config", "epoch", "best_metric"}``,
-so ours load into the MONAI bundle and the official ``model.pt`` loads here.
+so ours load into the MONAI bundle and the official ``model.pt`` loads here. Ours also carry ``"inference"``,
+the settings read back by :func:`vista2d_core.recipe.settings_from_checkpoint`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,31 +80,6 @@ def read_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
     if "state_dict" not in data:
         data = {"state_dict": data}
     return data
-
-
-_DATA_KEYS = ("channels", "percentiles")
-_INFER_KEYS = ("roi_size", "overlap", "sw_batch_size", "blend", "tta", "runtime", "postprocessor")
-
-
-def settings_from_checkpoint(path: Path) -> dict[str, Any]:
-    """The recipe tables a vista2d checkpoint was trained with (its ``config`` holds the resolved recipe):
-    ``model`` backbone/head/diameter, ``data`` channels/percentiles and the ``infer`` settings (window, runtime,
-    test-time augmentation, postprocessor); {} for other checkpoints (e.g. the official MONAI one: vit_b
-    defaults). The backbone's ``weights`` entry is dropped: the checkpoint itself holds every weight."""
-    config = read_checkpoint(path, mmap=True).get("config")
-    model = config.get("model") if isinstance(config, dict) else None
-    if not (isinstance(model, dict) and isinstance(model.get("backbone"), dict)):
-        return {}
-    backbone = {k: v for k, v in model["backbone"].items() if k != "weights"}
-    data, infer = config.get("data") or {}, config.get("infer") or {}
-    settings = {"backbone": backbone, "head": model.get("head", {"name": "vista2d"})}
-    if model.get("diameter"):
-        settings["diameter"] = model["diameter"]
-    return {
-        "model": settings,
-        "data": {k: data[k] for k in _DATA_KEYS if k in data},
-        "infer": {k: infer[k] for k in _INFER_KEYS if k in infer},
-    }
 
 
 def load_checkpoint(net: nn.Module, path: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from .pretrained import model_file
 Mode = Literal["train", "eval", "infer"]
 _positive = v.gt(0)
 _probability = [v.ge(0.0), v.le(1.0)]
+_INFERENCE = {"inference": True}  # a setting that goes with the weights: see inference_settings
 
 
 def _axes(instance: Any, attribute: attrs.Attribute, value: str) -> None:
@@ -62,9 +63,9 @@ class Model:
     checkpoint: Path | None = attrs.field(
         default=None, metadata={"must_exist": True, "model_name": True, "hint": CHECKPOINT_HINT}
     )
-    backbone: Component = component("backbones", "sam")
-    head: Component = component("heads", "vista2d")
-    diameter: float | None = attrs.field(default=None, validator=v.optional(_positive))
+    backbone: Component = component("backbones", "sam", inference=True)
+    head: Component = component("heads", "vista2d", inference=True)
+    diameter: float | None = attrs.field(default=None, validator=v.optional(_positive), metadata=_INFERENCE)
     """Median object diameter (px) of the training labels; training records it, ``infer.diameter`` uses it."""
 
 
@@ -94,8 +95,8 @@ class Data:
     synthetic: Synthetic | None = None
     fold: int = attrs.field(default=0, validator=v.ge(0))
     axes: str | None = attrs.field(default=None, validator=v.optional(_axes))
-    channels: list[int] | None = None
-    percentiles: tuple[float, float] = (1.0, 99.0)
+    channels: list[int] | None = attrs.field(default=None, metadata=_INFERENCE)
+    percentiles: tuple[float, float] = attrs.field(default=(1.0, 99.0), metadata=_INFERENCE)
     weighted_sampling: bool = False
     quick: bool = False
     cache: bool = False
@@ -189,17 +190,17 @@ class Infer:
     """
 
     inputs: list[str] = attrs.field(factory=list, metadata={"path_pattern": True})
-    runtime: Component = component("runtimes", "eager")
-    postprocessor: Component = component("postprocessors", "cellpose")
+    runtime: Component = component("runtimes", "eager", inference=True)
+    postprocessor: Component = component("postprocessors", "cellpose", inference=True)
     writers: list[Component] = attrs.field(
         factory=lambda: [structure(Component, "tiff", kind="writers")],
         metadata={"kind": "writers", "default_data": ["tiff"]},
     )
-    roi_size: tuple[int, int] = (256, 256)
-    overlap: float = attrs.field(default=0.625, validator=[v.ge(0.0), v.lt(1.0)])
-    sw_batch_size: int = attrs.field(default=1, validator=_positive)
-    blend: Literal["gaussian", "constant"] = "gaussian"
-    tta: bool = False
+    roi_size: tuple[int, int] = attrs.field(default=(256, 256), metadata=_INFERENCE)
+    overlap: float = attrs.field(default=0.625, validator=[v.ge(0.0), v.lt(1.0)], metadata=_INFERENCE)
+    sw_batch_size: int = attrs.field(default=1, validator=_positive, metadata=_INFERENCE)
+    blend: Literal["gaussian", "constant"] = attrs.field(default="gaussian", metadata=_INFERENCE)
+    tta: bool = attrs.field(default=False, metadata=_INFERENCE)
     scale: float = attrs.field(default=1.0, validator=_positive)
     diameter: float = attrs.field(default=0.0, validator=v.ge(0.0))
     block_size: int = attrs.field(default=2048, validator=v.ge(0))
@@ -300,7 +301,7 @@ def merge_tables(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def with_checkpoint_settings(data: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """The recipe ``data`` laid over the settings its ``model.checkpoint`` was trained with, if that is a
-    vista2d checkpoint (see :func:`vista2d_core.model.settings_from_checkpoint`); else ``data`` as it is.
+    vista2d checkpoint (see :func:`settings_from_checkpoint`); else ``data`` as it is.
 
     A checkpoint given by model name (no such file, and a card of that name installed) is fetched into the
     cache and stands in ``data`` as that file; its card's ``recipe`` tables lie under the file's own
@@ -323,8 +324,6 @@ def with_checkpoint_settings(data: dict[str, Any], base_dir: Path) -> dict[str, 
             raise RecipeError([f"model.checkpoint: {exc}"]) from None
         card = unstructure(model_card(checkpoint).recipe)
         data = merge_tables(data, {"model": {"checkpoint": str(path)}})
-    from .model import settings_from_checkpoint
-
     return merge_tables(merge_tables(card, settings_from_checkpoint(path)), data)
 
 
@@ -425,3 +424,35 @@ def write_resolved(recipe: Recipe, out_dir: Path) -> Path:
     from .files import atomic_write_text
 
     return atomic_write_text(out_dir / "resolved_recipe.toml", dump_recipe(recipe))
+
+
+def inference_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """The ``model``, ``data`` and ``infer`` settings that go with a model's weights, taken from the resolved
+    recipe ``data`` (:func:`recipe_to_dict`): the fields marked ``inference`` in :class:`Model`, :class:`Data`
+    and :class:`Infer` (backbone, head, object diameter, channels, percentiles, window, blending, flips,
+    runtime, postprocessor). Training writes them into every checkpoint (its ``inference`` section); the
+    backbone's ``weights`` are left out, since the checkpoint holds every weight."""
+    out: dict[str, Any] = {}
+    for table, cls in (("model", Model), ("data", Data), ("infer", Infer)):
+        given = data.get(table) or {}
+        out[table] = {f.name: given[f.name] for f in attrs.fields(cls) if f.metadata.get("inference") and f.name in given}
+    backbone = out["model"].get("backbone")
+    if isinstance(backbone, dict):
+        out["model"]["backbone"] = {k: value for k, value in backbone.items() if k != "weights"}
+    return out
+
+
+def settings_from_checkpoint(path: Path) -> dict[str, Any]:
+    """The settings a vista2d checkpoint was trained with (:func:`inference_settings`): its ``inference``
+    section, or for a checkpoint without one (written by an earlier version) the same taken from its
+    ``config`` (the resolved recipe); {} for other checkpoints (the official MONAI one: vit_b defaults)."""
+    from .model import read_checkpoint
+
+    checkpoint = read_checkpoint(path, mmap=True)
+    if isinstance(checkpoint.get("inference"), dict):
+        return checkpoint["inference"]
+    config = checkpoint.get("config")
+    model = config.get("model") if isinstance(config, dict) else None
+    if not (isinstance(model, dict) and isinstance(model.get("backbone"), dict)):
+        return {}
+    return inference_settings(config)

@@ -21,7 +21,7 @@ def segment_recipe(
     recipe's writers, else tiff).
 
     Model, data and infer settings come from ``recipe`` when given, laid over the checkpoint's own
-    settings (:func:`vista2d_core.model.settings_from_checkpoint`); ``overrides`` (``--set``) apply last.
+    settings (:func:`vista2d_core.recipe.settings_from_checkpoint`); ``overrides`` (``--set``) apply last.
     Relative paths on the command line are relative to the current folder.
     """
     cwd = Path.cwd()

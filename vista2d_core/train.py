@@ -1,7 +1,8 @@
 """``mode = "train"``: the reference's training loop, driven by the recipe's ``[train]``.
 
 Writes into ``output_dir``: ``model.pt`` (best validation AP@0.5) and ``model_final.pt`` (last epoch), both
-in the official layout ``{"state_dict", "config", "epoch", "best_metric"}``, atomically; ``model_final.pt``
+in the official layout ``{"state_dict", "config", "epoch", "best_metric"}`` plus ``"inference"`` (the settings
+that go with the weights, :func:`~vista2d_core.recipe.inference_settings`), atomically; ``model_final.pt``
 also carries ``"train_state"`` (optimizer, scheduler, scaler, history, RNG states) so that
 ``train.resume = true`` continues bit-identically. ``train.log`` and ``history.csv`` log the run; the hooks
 of ``train.hooks`` (plugins of kind ``vista2d.hooks``: MLflow, early stopping, ...) see its events and are
@@ -33,20 +34,18 @@ from torch.utils.data import DataLoader
 
 from . import distributed
 from .augment import Augmenter
+from .context import RunContext, start_run
 from .datalist import (
     Item,
     TrainDataset,
     TrainSampler,
-    check_files,
-    load_split,
-    resolve_datalists,
     sample_weights,
 )
 from .errors import UserError
 from .files import atomic_write_text
 from .model import build_model, load_checkpoint, read_checkpoint, save_checkpoint
 from .progress import progress_bar
-from .recipe import Recipe, Train, recipe_to_dict, write_resolved
+from .recipe import Recipe, Train, inference_settings, recipe_to_dict
 
 log = logging.getLogger("vista2d")
 HISTORY_FIELDS = ("epoch", "lr", "train_loss", "val_ap", "train_seconds", "val_seconds", "epoch_seconds")
@@ -77,34 +76,32 @@ def hopeless(epoch: int, epochs: int, ap: float, threshold: float) -> bool:
     return epoch > max(20, epochs / 4) and ap < threshold
 
 
-def train(recipe: Recipe) -> Path:
-    """Train as ``recipe`` says; return the best checkpoint (``output_dir/model.pt``)."""
-    return Trainer(recipe).fit()
+def train(recipe: Recipe, context: RunContext | None = None) -> Path:
+    """Train as ``recipe`` says; return the best checkpoint (``output_dir/model.pt``). ``context``: the run's
+    (:func:`~vista2d_core.context.start_run`), set up from ``recipe`` when not given."""
+    return Trainer(recipe, context).fit()
 
 
 class Trainer:
     """One training run. ``fit()`` -> the best checkpoint; ``net`` is the trained network and ``seen`` the
     item indices this rank trained on in the last epoch (in order). It is the ``run`` hooks receive
-    (:class:`~vista2d_core.interfaces.Hook`): ``recipe``, ``output_dir``, ``net``, ``optimizer``, ``device``,
-    ``split``, ``epoch``, ``main``, ``test_ap`` and :meth:`stop`."""
+    (:class:`~vista2d_core.interfaces.Hook`): ``recipe``, ``config``, ``output_dir``, ``net``, ``optimizer``,
+    ``device``, ``split``, ``epoch``, ``main``, ``test_ap`` and :meth:`stop`."""
 
-    def __init__(self, recipe: Recipe) -> None:
-        self.recipe = recipe
+    def __init__(self, recipe: Recipe, context: RunContext | None = None) -> None:
+        runtime = recipe.train.runtime.create()
+        if not runtime.can_train:
+            raise UserError(f"train.runtime: '{recipe.train.runtime.name}' cannot train (use eager or amp)")
+        if context is None:
+            context = start_run(recipe)
+            recipe = context.recipe
+        self.recipe, self.runtime = recipe, runtime
+        self.config = recipe_to_dict(recipe)  # as plain data, saved in every checkpoint
         self.cfg = recipe.train
         self.output_dir = recipe.output_dir
         self.main = distributed.is_main_process()
-        self.device = distributed.setup(recipe.device)
-        self.runtime = self.cfg.runtime.create()
-        if not self.runtime.can_train:
-            raise UserError(f"train.runtime: '{self.cfg.runtime.name}' cannot train (use eager or amp)")
+        self.device, self.split = context.device, context.split
         self.loss = self.cfg.loss.create()
-        datalists = resolve_datalists(recipe.data)
-        self.split = load_split(recipe.data, datalists)
-        if not self.split.train:
-            raise UserError(f"data: no training items (all items are in validation fold {recipe.data.fold}?)")
-        diameter = check_files(self.split.train + self.split.val + self.split.test, datalists)
-        if recipe.model.diameter is None and diameter:  # saved with the model, for infer.diameter
-            self.recipe = recipe = attrs.evolve(recipe, model=attrs.evolve(recipe.model, diameter=round(diameter, 1)))
         self.seen: list[int] = []
         self.history: list[dict[str, Any]] = []
         self.best_metric, self.best_epoch, self.start_epoch = -1.0, -1, 0
@@ -212,7 +209,7 @@ class Trainer:
             try:
                 self._call_hooks("before_train")
                 for epoch in range(self.start_epoch, self.cfg.epochs):
-                    if self._stopping():
+                    if self._stopping(epoch):
                         break
                     self.epoch = epoch
                     self._epoch(epoch, loader, epoch + 1 in schedule)
@@ -236,11 +233,11 @@ class Trainer:
             if method is not None:
                 method(self, *args)
 
-    def _stopping(self) -> bool:
-        """Whether a hook on any rank has asked to stop (a collective: every rank calls it)."""
+    def _stopping(self, epoch: int) -> bool:
+        """Whether a hook on any rank has asked to stop before ``epoch`` (a collective: every rank calls it)."""
         reasons = [r for r in distributed.gather(self.stop_reason) if r]
         if reasons:
-            self._info("stopping after epoch %d of %d: %s", self.epoch + 1, self.cfg.epochs, reasons[0])
+            self._info("stopping before epoch %d of %d: %s", epoch + 1, self.cfg.epochs, reasons[0])
         return bool(reasons)
 
     def _epoch(self, epoch: int, loader: DataLoader, validate: bool) -> None:
@@ -335,7 +332,7 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- outputs
     def _save(self, epoch: int, best: bool, ap: float | None, rng: list[dict[str, Any]]) -> None:
-        config = recipe_to_dict(self.recipe)
+        settings = {"config": self.config, "inference": inference_settings(self.config)}
         state = {
             "epoch": epoch, "best_metric": self.best_metric, "best_epoch": self.best_epoch,
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -344,9 +341,9 @@ class Trainer:
                                  for name, hook in self.hooks],
         }
         if best:
-            save_checkpoint(self.net, self.output_dir / "model.pt", config=config, epoch=epoch, best_metric=self.best_metric)
+            save_checkpoint(self.net, self.output_dir / "model.pt", **settings, epoch=epoch, best_metric=self.best_metric)
         metric = ap if ap is not None else -1.0
-        save_checkpoint(self.net, self.output_dir / "model_final.pt", config=config, epoch=epoch, best_metric=metric,
+        save_checkpoint(self.net, self.output_dir / "model_final.pt", **settings, epoch=epoch, best_metric=metric,
                         train_state=state)
         _write_history(self.output_dir / "history.csv", self.history)
 
@@ -354,7 +351,6 @@ class Trainer:
         if not self.main:
             return None
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        write_resolved(self.recipe, self.output_dir)
         handler = logging.FileHandler(self.output_dir / "train.log", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)

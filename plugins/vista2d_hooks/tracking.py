@@ -51,9 +51,7 @@ class MlflowHook(Hook):
             raise UserError(f"train.hooks mlflow: tracking_uri {o.tracking_uri!r}: {first}") from None
         self.mlflow = mlflow
         if self.run_id is None:  # a new run (a resumed one has its params already)
-            from vista2d_core.recipe import recipe_to_dict
-
-            mlflow.log_params({k: str(v)[:500] for k, v in _flatten(recipe_to_dict(run.recipe)).items()})
+            mlflow.log_params({k: str(v)[:500] for k, v in _flatten(run.config).items()})
             mlflow.log_params({"train_items": len(run.split.train), "val_items": len(run.split.val)})
             mlflow.log_artifact(str(run.output_dir / "resolved_recipe.toml"))
         self.run_id = active.info.run_id

@@ -12,7 +12,7 @@
 - :func:`flow_errors`: cellpose's ``flow_error`` (mean squared difference between the flows of the masks and the
   network's flows / 5, per mask).
 
-Kernels compile on first use (about 30 s) and are cached on disk next to this module. They run on numba's
+Kernels compile on first use (about 35 s on 2 cores) and are cached on disk next to this module. They run on numba's
 fork-safe ``workqueue`` threads (data-loader workers fork after the loss has used them; GNU OpenMP's layer would
 abort those children) unless ``NUMBA_THREADING_LAYER`` says otherwise; calls are serialised (that layer is not
 thread-safe) and use as many threads as torch does.

@@ -146,7 +146,8 @@ def test_unknown_plugin_name_lists_installed_ones(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     installed = ", ".join(available("postprocessors"))
     expected = (
-        "infer.postprocessor.name: no plugin 'cellpse' in vista2d.postprocessors: did you mean 'cellpose'? "
+        "infer.postprocessor.name: no plugin 'cellpse' in vista2d.postprocessors: "
+        "did you mean 'cellpose' or 'cellpose_fast'? "
     )
     assert f"{expected}installed: {installed}\n" in result.stderr
 

@@ -33,7 +33,7 @@ class FakePlugin:
 
 
 def use_stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Built-in names load as stand-ins; ``postprocessors.cellpose`` has real-looking options."""
+    """Built-in names load as stand-ins; ``postprocessors.cellpose*`` have real-looking options."""
     from test_registry import declared_plugins
 
     declared = declared_plugins()
@@ -42,7 +42,7 @@ def use_stand_ins(monkeypatch: pytest.MonkeyPatch) -> None:
         kind = registry.canonical_kind(kind)
         if name not in declared[kind]:
             raise UserError(registry.unknown_name_message(kind, name))
-        options = CellposeOptions if (kind, name) == ("postprocessors", "cellpose") else NoOptions
+        options = CellposeOptions if kind == "postprocessors" and name.startswith("cellpose") else NoOptions
         return type(name, (FakePlugin,), {"Options": options})
 
     monkeypatch.setattr(registry, "load", load)
@@ -70,7 +70,7 @@ def test_minimal_recipe_gets_the_defaults(tmp_path):
     recipe = load_recipe(write(tmp_path / "r.toml", 'mode = "infer"\n'))
     assert recipe.mode == ["infer"]
     assert (recipe.train.epochs, recipe.train.learning_rate, recipe.infer.overlap) == (200, 0.01, 0.625)
-    assert recipe.infer.postprocessor.name == "cellpose"
+    assert recipe.infer.postprocessor.name == "cellpose_fast"
     assert recipe.infer.postprocessor.options == CellposeOptions()
     assert [w.name for w in recipe.infer.writers] == ["tiff"]
     assert recipe.source == tmp_path / "r.toml"
@@ -223,7 +223,7 @@ def test_default_relative_paths_resolve_against_the_recipe_folder(tmp_path):
 
 def test_component_table_without_name_keeps_the_default_plugin(tmp_path):
     recipe = load_recipe(write(tmp_path / "r.toml", 'mode = "infer"\n[infer.postprocessor]\nniter = 7\n'))
-    assert recipe.infer.postprocessor.name == "cellpose"
+    assert recipe.infer.postprocessor.name == "cellpose_fast"
     assert recipe.infer.postprocessor.options == CellposeOptions(niter=7)
 
 

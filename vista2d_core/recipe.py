@@ -191,7 +191,7 @@ class Infer:
 
     inputs: list[str] = attrs.field(factory=list, metadata={"path_pattern": True})
     runtime: Component = component("runtimes", "eager", inference=True)
-    postprocessor: Component = component("postprocessors", "cellpose", inference=True)
+    postprocessor: Component = component("postprocessors", "cellpose_fast", inference=True)
     writers: list[Component] = attrs.field(
         factory=lambda: [structure(Component, "tiff", kind="writers")],
         metadata={"kind": "writers", "default_data": ["tiff"]},

@@ -4,7 +4,9 @@
   ``2 * largest cell extent`` iterations (float64, Jacobi updates, the 9 neighbours added in cellpose's order),
   then the normalised central-difference gradient. Cells never exchange heat, so each cell diffuses inside its
   own bounding box (a few kB that stay in cache) instead of gathering from the whole image on every iteration;
-  cells run in parallel. Results equal cellpose's to float64 rounding.
+  cells run in parallel. Results equal cellpose's to float64 rounding; at exact ties (the heat equal on both
+  sides in y and in x, e.g. a symmetric cell's centre) the direction is rounding noise in both, and torch's
+  sum order there changes with the image's last pixels and the CPU's vector width.
 - :func:`follow_flows` = ``cellpose.dynamics.follow_flows``: ``niter`` Euler steps of every pixel along the
   bilinearly sampled flows, in the normalised coordinates and float32 arithmetic of ``torch.grid_sample``
   (``align_corners=False``, zero padding), one point at a time (its neighbourhood stays in cache) and points in

@@ -172,6 +172,21 @@ def models_path(name: str = typer.Argument(..., help="Model name.")) -> None:
         raise typer.Exit(1)
 
 
+@models_app.command("convert")
+def models_convert(
+    source: str = typer.Argument(..., help="A checkpoint any backbone reads (a cellpose file too), or a model name."),
+    output: Path = typer.Argument(..., help="The vista2d checkpoint to write."),
+    set_: list[str] | None = _SET,
+) -> None:
+    """Write a checkpoint in vista2d's layout: its weights and the settings that go with them."""
+    from .model import build_model, save_checkpoint
+    from .recipe import apply_overrides, inference_settings, recipe_from_dict, recipe_to_dict
+
+    recipe = recipe_from_dict(apply_overrides({"mode": "infer", "model": {"checkpoint": source}}, set_ or []))
+    net = build_model(recipe.model)
+    typer.echo(save_checkpoint(net, output, inference=inference_settings(recipe_to_dict(recipe))))
+
+
 @recipe_app.command("check")
 def recipe_check(recipe: Path = typer.Argument(...), set_: list[str] | None = _SET) -> None:
     """Validate a recipe: every problem is listed with its dotted key."""

@@ -232,7 +232,8 @@ class TrainDataset(Dataset):
         if self.cache is not None and index in self.cache:
             return self.cache[index]
         item = self.items[index]
-        image = normalize(read_image(item.image).data, self.data.channels, self.data.percentiles)
+        d = self.data
+        image = normalize(read_image(item.image).data, d.channels, d.percentiles, mode=d.normalize)
         labels = read_labels(item.label)
         if labels.shape != image.shape[1:]:
             raise UserError(f"{item.label}: labels of shape {labels.shape} do not fit image {item.image} "

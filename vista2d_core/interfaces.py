@@ -75,6 +75,13 @@ class Backbone(abc.ABC):
 
     ``forward(images)``: ``images`` float (B, 3, H, W) in [0, 1], any H, W (the backbone resizes as it
     needs) -> features (B, ``out_channels``, h, w). The core resizes the head's output back to (H, W).
+
+    Optional classmethod ``adopt_checkpoint(state)``, for a model family whose weight files come in another
+    project's layout: a state dict whose keys are not vista2d's (``model.image_encoder.*``,
+    ``model.mask_decoder.*``) -> ``(state in vista2d's layout, recipe settings)`` when it is this family's,
+    else None. The core loads such files through it (checking the keys strictly) and, for a file named in
+    ``model.checkpoint`` without settings of its own, takes the settings (``model``/``data``/``infer``
+    tables) from the installed backbone that adopts it.
     """
 
     Options: ClassVar[type] = NoOptions

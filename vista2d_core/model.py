@@ -83,12 +83,16 @@ def read_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
 
 
 def load_checkpoint(net: nn.Module, path: Path) -> dict[str, Any]:
-    """Load weights into ``net`` with strict key checking; return the checkpoint's other entries.
+    """Load weights into ``net`` with strict key checking; return the checkpoint's other entries. A state
+    dict in another project's layout is first renamed by the backbone's ``adopt_checkpoint`` (if it has one).
 
     A mismatch raises UserError listing missing and unexpected keys (and wrong shapes).
     """
     data = read_checkpoint(path)
     state = clean_state_dict(data["state_dict"])
+    if not any(key.startswith("model.") for key in state):
+        adopted = adopt_checkpoint(type(net.model.image_encoder), state)
+        state = adopted[0] if adopted else state
     own = net.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -100,6 +104,13 @@ def load_checkpoint(net: nn.Module, path: Path) -> dict[str, Any]:
         )
     net.load_state_dict(state)
     return {k: v for k, v in data.items() if k != "state_dict"}
+
+
+def adopt_checkpoint(backbone: type, state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``backbone.adopt_checkpoint(state)`` when the backbone class has one (a family whose files come in
+    another layout, see :class:`~vista2d_core.interfaces.Backbone`), else None."""
+    adopt = getattr(backbone, "adopt_checkpoint", None)
+    return adopt(state) if adopt is not None else None
 
 
 def save_checkpoint(net: nn.Module, path: Path, **extra: Any) -> Path:

@@ -88,7 +88,9 @@ class Data:
     likely (weight 1 / its size); ``quick``: 8 training and 7 validation items; ``cache``: keep normalised
     training images in memory (each loader worker keeps its own copy). ``axes``: the layout of the
     images' arrays, one letter per axis from T (time), Z, C (channels), Y, X (e.g. "ZCYX"), when the files'
-    metadata does not say it or says it wrong.
+    metadata does not say it or says it wrong. ``normalize``: ``"vista2d"`` (the reference's: 1 channel
+    repeated to 3, min-max then ``percentiles`` to [0, 1], clipped) or ``"cellpose"`` (cellpose's
+    ``normalize99`` per channel, not clipped, missing channels zero: what Cellpose-SAM was trained with).
     """
 
     datalists: list[Datalist] = attrs.Factory(list)
@@ -97,6 +99,7 @@ class Data:
     axes: str | None = attrs.field(default=None, validator=v.optional(_axes))
     channels: list[int] | None = attrs.field(default=None, metadata=_INFERENCE)
     percentiles: tuple[float, float] = attrs.field(default=(1.0, 99.0), metadata=_INFERENCE)
+    normalize: Literal["vista2d", "cellpose"] = attrs.field(default="vista2d", metadata=_INFERENCE)
     weighted_sampling: bool = False
     quick: bool = False
     cache: bool = False
@@ -174,6 +177,10 @@ class Train:
 class Infer:
     """Inference: inputs, sliding window, runtime, postprocessing and outputs.
 
+    Tiles: ``roi_size`` windows overlapping by ``overlap``, blended by ``blend``: ``"gaussian"`` or
+    ``"constant"`` weights on MONAI's window layout, or ``"cellpose"``: cellpose's layout (image padded by 8 px
+    and to a multiple of 16, ``ceil((1 + 2 overlap) L / roi)`` evenly spaced tiles per axis; ``overlap`` is
+    then cellpose's ``tile_overlap``) and its tapered weights.
     ``tta``: test-time augmentation, each tile's logits averaged over its 4 flips (flows sign-corrected), as
     cellpose's ``augment``: 4x the model time, usually a few points of AP. Training validates without it.
     Object size: ``scale`` resamples each image by this factor before the model (2.0 for objects half the
@@ -199,7 +206,7 @@ class Infer:
     roi_size: tuple[int, int] = attrs.field(default=(256, 256), metadata=_INFERENCE)
     overlap: float = attrs.field(default=0.625, validator=[v.ge(0.0), v.lt(1.0)], metadata=_INFERENCE)
     sw_batch_size: int = attrs.field(default=1, validator=_positive, metadata=_INFERENCE)
-    blend: Literal["gaussian", "constant"] = attrs.field(default="gaussian", metadata=_INFERENCE)
+    blend: Literal["gaussian", "constant", "cellpose"] = attrs.field(default="gaussian", metadata=_INFERENCE)
     tta: bool = attrs.field(default=False, metadata=_INFERENCE)
     scale: float = attrs.field(default=1.0, validator=_positive)
     diameter: float = attrs.field(default=0.0, validator=v.ge(0.0))
@@ -445,14 +452,28 @@ def inference_settings(data: dict[str, Any]) -> dict[str, Any]:
 def settings_from_checkpoint(path: Path) -> dict[str, Any]:
     """The settings a vista2d checkpoint was trained with (:func:`inference_settings`): its ``inference``
     section, or for a checkpoint without one (written by an earlier version) the same taken from its
-    ``config`` (the resolved recipe); {} for other checkpoints (the official MONAI one: vit_b defaults)."""
-    from .model import read_checkpoint
+    ``config`` (the resolved recipe); for a state dict in another project's layout, the settings of the
+    installed backbone that adopts it (a cellpose file: ``cpsam``, see :class:`~vista2d_core.interfaces.Backbone`);
+    {} for other checkpoints (the official MONAI one: vit_b defaults)."""
+    from .model import adopt_checkpoint, clean_state_dict, read_checkpoint
 
     checkpoint = read_checkpoint(path, mmap=True)
     if isinstance(checkpoint.get("inference"), dict):
         return checkpoint["inference"]
     config = checkpoint.get("config")
     model = config.get("model") if isinstance(config, dict) else None
-    if not (isinstance(model, dict) and isinstance(model.get("backbone"), dict)):
-        return {}
-    return inference_settings(config)
+    if isinstance(model, dict) and isinstance(model.get("backbone"), dict):
+        return inference_settings(config)
+    state = clean_state_dict(checkpoint["state_dict"]) if isinstance(checkpoint["state_dict"], dict) else {}
+    if state and not any(key.startswith("model.") for key in state):
+        from . import registry
+
+        for name in registry.available("backbones"):
+            try:
+                backbone = registry.load("backbones", name)
+            except UserError:
+                continue  # a broken plugin is reported where it is named
+            adopted = adopt_checkpoint(backbone, state)
+            if adopted:
+                return adopted[1]
+    return {}

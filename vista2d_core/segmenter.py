@@ -109,7 +109,7 @@ class Segmenter:
         """(C, H, W) or (H, W) array -> (1, 3, H, W) float32 tensor in [0, 1] on the device; ``ranges``
         (:func:`~vista2d_core.preprocess.channel_ranges` of the whole image) when ``data`` is a block."""
         d = self.recipe.data
-        image = normalize(np.asarray(data), d.channels, d.percentiles, ranges)
+        image = normalize(np.asarray(data), d.channels, d.percentiles, ranges, d.normalize)
         return torch.from_numpy(image)[None].to(self.device)
 
     @torch.inference_mode()

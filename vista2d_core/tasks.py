@@ -88,12 +88,12 @@ def measure_plane(job: Job, p: int) -> None:
     for by, bx in grid.blocks():
         y0, y1, x0, x1 = grid.core(by, bx)
         block = select_channels(read_plane(image.data, image.axes, job.plane(p), slice(y0, y1), slice(x0, x1)),
-                                data.channels).astype(np.float32)
+                                data.channels, data.normalize).astype(np.float32)
         lows.append(block.min(axis=(1, 2)))
         highs.append(block.max(axis=(1, 2)))
         samples.append(block[:, (-y0) % step :: step, (-x0) % step :: step].reshape(len(block), -1))
     extremes = np.stack([np.min(lows, axis=0), np.max(highs, axis=0)], axis=1)
-    ranges = channel_ranges(np.concatenate(samples, axis=1), data.percentiles, extremes)
+    ranges = channel_ranges(np.concatenate(samples, axis=1), data.percentiles, extremes, data.normalize)
     store["ranges"][p] = np.asarray(ranges, np.float64)
 
 

@@ -30,4 +30,10 @@ bench sw8 150 --runtimes eager,amp:float16,amp:bfloat16 --batch-sizes 8 --repeat
 # Cellpose dynamics on the GPU: cellpose's compute_masks / masks_to_flows_gpu vs cellpose_fast / the batched flows.
 timeout 240 python3 benchmarks/dynamics.py --device cuda --sizes 1024 2048 --repeats 3 \
   --json "$OUT/dynamics_cuda.json" 2>"$OUT/dynamics_cuda.err" | tee "$OUT/dynamics_cuda.txt"
+# Cellpose-SAM side by side (issue 12): cellpose's eval vs recipes/cellpose_sam.toml, fp32 and bf16, then fp32
+# through TensorRT (reported unavailable without torch-tensorrt), random ViT-L weights, 512 and 2048 px.
+timeout 300 python3 benchmarks/cellpose_sam.py --device cuda --sizes 512 2048 --precisions fp32 bf16 --repeats 3 \
+  --json "$OUT/cellpose_sam_cuda.json" 2>"$OUT/cellpose_sam_cuda.err" | tee "$OUT/cellpose_sam_cuda.txt"
+timeout 200 python3 benchmarks/cellpose_sam.py --device cuda --sizes 512 2048 --precisions fp32 --runtime tensorrt \
+  --repeats 3 --json "$OUT/cellpose_sam_cuda_trt.json" 2>"$OUT/cellpose_sam_cuda_trt.err" | tee "$OUT/cellpose_sam_cuda_trt.txt"
 ls -l "$OUT"

@@ -348,3 +348,20 @@ def test_runtimes_run_cellpose_sam(small_cellpose, tmp_path, runtime, atol):
     eager = Segmenter.from_checkpoint(path, ["device='cpu'"]).segment(image).logits
     other = Segmenter.from_checkpoint(path, ["device='cpu'", f"infer.runtime.name={runtime}"]).segment(image).logits
     assert np.abs(other - eager).max() <= atol * max(1.0, np.abs(eager).max())
+
+
+def test_the_side_by_side_benchmark_reports_times_ratios_and_agreement(small_cellpose, tmp_path):
+    """benchmarks/cellpose_sam.py (the figures of docs/benchmarks.md) on one small image, fp32."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("cellpose_sam_benchmark", ROOT / "benchmarks" / "cellpose_sam.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = cellpose_file(tmp_path / "cpsam_small")
+    module.main(["--weights", str(path), "--sizes", "300", "--precisions", "fp32", "--json", str(tmp_path / "r.json")])
+    [row] = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert (row["size"], row["precision"], row["weights"]) == (300, "fp32", "given")
+    assert row["ratio"] > 0 and abs(row["ratio"] - row["cellpose_s"] / row["vista2d_s"]) <= 0.01 * row["ratio"]
+    assert row["flows_max_abs_diff"] <= 1e-3 and row["cellprob_max_abs_diff"] <= 1e-3
+    assert row["masks_ap90"] >= 0.99 and "post_cellpose_s" not in row  # given weights: no stand-in cells

@@ -100,6 +100,7 @@ class Data:
     channels: list[int] | None = attrs.field(default=None, metadata=_INFERENCE)
     percentiles: tuple[float, float] = attrs.field(default=(1.0, 99.0), metadata=_INFERENCE)
     normalize: Literal["vista2d", "cellpose"] = attrs.field(default="vista2d", metadata=_INFERENCE)
+    """vista2d: min-max, percentiles to [0, 1], clipped, channels repeated; cellpose: its normalize99, missing channels 0."""
     weighted_sampling: bool = False
     quick: bool = False
     cache: bool = False
@@ -207,6 +208,7 @@ class Infer:
     overlap: float = attrs.field(default=0.625, validator=[v.ge(0.0), v.lt(1.0)], metadata=_INFERENCE)
     sw_batch_size: int = attrs.field(default=1, validator=_positive, metadata=_INFERENCE)
     blend: Literal["gaussian", "constant", "cellpose"] = attrs.field(default="gaussian", metadata=_INFERENCE)
+    """Tile weights on MONAI's layout (gaussian, constant), or cellpose's layout and taper (overlap = its tile_overlap)."""
     tta: bool = attrs.field(default=False, metadata=_INFERENCE)
     scale: float = attrs.field(default=1.0, validator=_positive)
     diameter: float = attrs.field(default=0.0, validator=v.ge(0.0))

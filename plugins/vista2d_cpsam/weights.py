@@ -87,14 +87,16 @@ def save_cellpose(checkpoint: Path, output: Path) -> Path:
     (``CellposeModel(pretrained_model=output)`` reads it), atomically; return ``output``."""
     import torch
 
+    from vista2d_core.errors import UserError
     from vista2d_core.files import atomic_path
-    from vista2d_core.model import clean_state_dict, read_checkpoint
 
-    state = to_cellpose(clean_state_dict(read_checkpoint(Path(checkpoint))["state_dict"]))
+    try:
+        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (torch raises many types for a missing or broken file)
+        raise UserError(f"{checkpoint}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
+    state = to_cellpose(data.get("state_dict", data) if isinstance(data, dict) else {})
     if "W2" not in state:
-        from vista2d_core.errors import UserError
-
-        raise UserError(f"{checkpoint}: not a cpsam network (no head key W2): cannot write it for cellpose")
+        raise UserError(f"{checkpoint}: not a vista2d checkpoint of a cpsam network (no head key W2)")
     with atomic_path(Path(output)) as tmp:
         torch.save(state, tmp)
     return Path(output)

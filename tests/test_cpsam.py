@@ -197,6 +197,27 @@ def test_masks_equal_cellpose_eval(small_cellpose, tmp_path):
     assert np.array_equal(cellpose_post.postprocessor(result.logits), result.labels)
 
 
+def test_block_wise_segmentation_normalises_blocks_as_the_whole_image(small_cellpose, tmp_path):
+    """Large images go block by block: each block normalised with the whole plane's percentiles (cellpose's
+    way), the labels merged across block borders, the same cells as the whole image at once."""
+    from vista2d_core.executor import Executor
+    from vista2d_core.segment_file import segment_file
+
+    path = cellpose_file(tmp_path / "cpsam_small")
+    tifffile.imwrite(tmp_path / "cells.tif", cells_image((600, 530)))
+    found = {}
+    for block_size in (0, 300):
+        segmenter = Segmenter.from_checkpoint(path, ["device='cpu'", f"infer.block_size={block_size}",
+                                                     "infer.block_overlap=64"])
+        segmenter._predict = CellFinder()
+        prediction, count, cleanup = segment_file(tmp_path / "cells.tif", segmenter, Executor(), tmp_path / f"w{block_size}")
+        found[block_size] = (np.asarray(prediction.labels), count)
+        cleanup()
+    (whole, whole_count), (blocks, block_count) = found[0], found[300]
+    assert whole_count == block_count >= 150
+    assert average_precision(whole, blocks, [0.9])[0] >= 0.99
+
+
 @pytest.mark.parametrize("shape", [(256, 256), (100, 300), (240, 250), (528, 1000), (2049, 17)])
 def test_tiles_and_taper_are_cellposes(shape):
     from cellpose.transforms import _taper_mask, get_pad_yx, make_tiles

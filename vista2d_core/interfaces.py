@@ -73,8 +73,8 @@ class Prediction:
 class Backbone(abc.ABC):
     """Image encoder (an ``nn.Module``).
 
-    ``forward(images)``: ``images`` float (B, 3, H, W) in [0, 1], any H, W (the backbone resizes as it
-    needs) -> features (B, ``out_channels``, h, w). The core resizes the head's output back to (H, W).
+    ``forward(images)``: ``images`` float (B, 3, H, W) in [0, 1] (unclipped with ``data.normalize =
+    "cellpose"``), any H, W (the backbone resizes as it needs) -> features (B, ``out_channels``, h, w). The core resizes the head's output back to (H, W).
 
     Optional classmethod ``adopt_checkpoint(state)``, for a model family whose weight files come in another
     project's layout: a state dict whose keys are not vista2d's (``model.image_encoder.*``,

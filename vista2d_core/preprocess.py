@@ -108,8 +108,9 @@ def scale_channels(
     for c, channel in enumerate(data.astype(np.float32)):
         low, high, p_low, p_high = ranges[c]
         if mode == "cellpose":
-            out[c] = channel if high > low and p_high - p_low > 1e-3 else 0.0
-            if high > low and p_high - p_low > 1e-3:  # cellpose's in-place arithmetic, rounded as it rounds
+            scaled = high > low and p_high - p_low > 1e-3
+            out[c] = channel if scaled else 0.0
+            if scaled:  # cellpose's in-place arithmetic, rounded as it rounds
                 out[c] -= p_low
                 out[c] /= p_high - p_low
             continue

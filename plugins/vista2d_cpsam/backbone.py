@@ -21,6 +21,8 @@ from segment_anything.modeling import ImageEncoderViT
 from segment_anything.modeling.image_encoder import Attention, get_rel_pos
 from torch import nn
 
+from vista2d_core.errors import UserError
+
 from .weights import adopt_checkpoint
 
 
@@ -75,8 +77,6 @@ class CpsamBackbone(ImageEncoderViT):
 
     def __init__(self, options: CpsamOptions) -> None:
         if options.embed_dim % options.num_heads:
-            from vista2d_core.errors import UserError
-
             raise UserError(f"backbone.embed_dim ({options.embed_dim}) must be a multiple of backbone.num_heads "
                             f"({options.num_heads})")
         super().__init__(

@@ -130,8 +130,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
-    rows = run(args)
+    with torch.no_grad():
+        rows = run(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         meta = {"torch": torch.__version__, "threads": torch.get_num_threads()}

@@ -128,7 +128,7 @@ def test_inference_settings_are_the_marked_fields_and_a_checkpoints_section_is_w
     settings = inference_settings(config)
     assert set(settings) == {"model", "data", "infer"}
     assert set(settings["model"]) == {"backbone", "head"} and "weights" not in settings["model"]["backbone"]
-    assert settings["data"] == {"channels": [1], "percentiles": [1.0, 99.0]}
+    assert settings["data"] == {"channels": [1], "percentiles": [1.0, 99.0], "normalize": "vista2d"}
     assert set(settings["infer"]) == {"roi_size", "overlap", "sw_batch_size", "blend", "tta", "runtime",
                                       "postprocessor"}
     assert settings["infer"]["roi_size"] == [64, 64] and settings["infer"]["tta"] is True

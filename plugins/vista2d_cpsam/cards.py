@@ -14,7 +14,7 @@ def _card(file: str, description: str) -> dict:
     return {
         "url": _HOST + file,
         "description": description,
-        "licence": "CC BY-NC 4.0 (weights trained on cellpose's CC-BY-NC data; cellpose's code is BSD-3-Clause)",
+        "licence": "CC BY-NC 4.0",  # the weights (trained on cellpose's CC-BY-NC data); cellpose's code is BSD-3
         "citation": _CITATION,
         "recipe": eval_settings(),
     }

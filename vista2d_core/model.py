@@ -74,7 +74,8 @@ def read_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
     except FileNotFoundError:
         raise UserError(f"{path}: no such checkpoint") from None
     except Exception as exc:  # noqa: BLE001 (torch raises many types for broken or unsafe files)
-        raise UserError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
+        first = (str(exc).strip().splitlines() or [""])[0]  # torch's unpickling errors run to a dozen lines
+        raise UserError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {first})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: not a checkpoint (expected a dict with 'state_dict')")
     if "state_dict" not in data:

@@ -110,6 +110,24 @@ def test_intensity_transforms_leave_labels_and_behave():
     assert out.max() > images.max() + 0.5  # overshoot at edges
 
 
+def test_inversion_mirrors_intensities_within_each_image():
+    images, labels = _batch()
+    out, lab = Augmenter(only(invert_prob=1.0), torch.Generator().manual_seed(0))(images, labels)
+    assert torch.equal(lab, labels)
+    assert torch.allclose(out[labels[:, None].expand_as(out) > 0], torch.tensor(0.1))  # cells were 0.9
+    assert torch.allclose(out[labels[:, None].expand_as(out) == 0], torch.tensor(0.9))
+
+
+def test_stain_jitter_changes_colour_images_per_channel_and_leaves_grey_ones_grey():
+    images, labels = _batch()
+    images[:2, 1] *= 0.5  # two colour images, two grey ones
+    out, _ = Augmenter(only(stain_prob=1.0, stain_std=0.3), torch.Generator().manual_seed(0))(images, labels)
+    assert torch.equal(out[2:], images[2:])
+    ratios = (out[:2] - out[:2].amin((2, 3), keepdim=True)) / (images[:2] - images[:2].amin((2, 3), keepdim=True))
+    gains = ratios.nan_to_num(0).amax((2, 3))  # (2 images, 3 channels): each channel its own gain
+    assert (gains - gains[:, :1]).abs().amax(1).min() > 1e-3
+
+
 def test_gaussian_blur_keeps_constants_and_spreads_a_point():
     flat = torch.full((2, 3, 20, 20), 0.3)
     assert torch.allclose(gaussian_blur(flat, torch.tensor([1.0, 2.0]), torch.tensor([1.5, 0.5])), flat)

@@ -3,7 +3,8 @@
 ``pad_crop`` (per item, in the dataset) pads an image to the ROI and cuts a random ROI-sized window;
 ``Augmenter`` then transforms a whole batch on the training device, in the reference's order: random
 affine (rotation, independent scale per axis; bilinear image, nearest labels, border padding), flips,
-Gaussian noise, gamma contrast, Gaussian smoothing, histogram shift, Gaussian sharpening. Each sample
+Gaussian noise, gamma contrast, Gaussian smoothing, histogram shift, Gaussian sharpening; then two of
+our own, off by default: intensity inversion and stain (per-channel colour) jitter. Each sample
 draws its own decisions and parameters from the given CPU ``torch.Generator``, so a run is reproducible
 on any device. Labels get the geometric transforms only; flow targets are computed afterwards from them.
 """
@@ -109,6 +110,19 @@ class Augmenter:
             blurred = gaussian_blur(images[idx], sigma1[idx, 0], sigma1[idx, 1])
             twice = gaussian_blur(blurred, sigma2[idx, 0], sigma2[idx, 1])
             images[idx] = blurred + alpha[idx, None, None, None].to(images) * (blurred - twice)
+        idx = self._chosen(n, o.invert_prob)
+        if len(idx):
+            low = images[idx].amin(dim=(1, 2, 3), keepdim=True)
+            high = images[idx].amax(dim=(1, 2, 3), keepdim=True)
+            images[idx] = low + high - images[idx]
+        idx = self._chosen(n, o.stain_prob)
+        c = images.shape[1]
+        gain = torch.exp(o.stain_std * torch.randn(n, c, generator=self.generator))
+        offset = o.stain_std * (torch.rand(n, c, generator=self.generator) - 0.5)
+        colour = (images != images[:, :1]).flatten(1).any(dim=1).cpu()  # grey images stay grey
+        idx = idx[colour[idx]]
+        if len(idx):
+            images[idx] = images[idx] * gain[idx, :, None, None].to(images) + offset[idx, :, None, None].to(images)
         return images, labels
 
     @staticmethod

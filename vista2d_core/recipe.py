@@ -113,6 +113,7 @@ class Augment:
     Ranges are (low, high) of a uniform draw per sample; ``rotate_range``: +- radians; ``scale_range``:
     factors, drawn per axis; ``noise_std``: the noise's std is drawn in [0, noise_std]; sharpening is
     ``blur1 + alpha * (blur1 - blur2)`` with sigma1 in ``sharpen_sigma`` and sigma2 in [``sharpen_sigma2``, sigma1].
+    ``invert_prob`` and ``stain_prob`` (off by default) come last.
     """
 
     roi_size: tuple[int, int] = (256, 256)
@@ -132,6 +133,12 @@ class Augment:
     sharpen_sigma: tuple[float, float] = (0.5, 1.0)
     sharpen_sigma2: float = 0.5
     sharpen_alpha: tuple[float, float] = (10.0, 30.0)
+    invert_prob: float = attrs.field(default=0.0, validator=_probability)
+    """Not in the reference: intensities mirrored per image (dark cells become bright: both polarities)."""
+    stain_prob: float = attrs.field(default=0.0, validator=_probability)
+    """Not in the reference: colour images only, each channel's gain and offset jittered (stain variation)."""
+    stain_std: float = 0.15
+    """Spread of the stain jitter: gains lognormal with this sigma, offsets uniform in +- this / 2."""
 
 
 @attrs.define

@@ -1,4 +1,5 @@
-"""Tests of the synthetic data generator: format, exact labels, variety, determinism, reuse, atomicity."""
+"""Tests of the synthetic data generator: format, exact labels, variety, determinism, reuse, atomicity,
+the preview grid."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
+from scipy import ndimage
 
 from vista2d_core import synthetic
+from vista2d_core.cli import main
 
 SMALL = {"train_images": 10, "test_images": 5, "size": 96, "seed": 3}
 
@@ -60,6 +63,52 @@ def test_variety(items: list[tuple[np.ndarray, np.ndarray]]) -> None:
     coverage = [np.mean(labels > 0) for _, labels in items]
     assert min(coverage) < 0.15 and max(coverage) > 0.4  # sparse and crowded images
     assert min(int(labels.max()) for _, labels in items) < 30 < max(int(labels.max()) for _, labels in items)
+
+
+def _axis_lengths(labels: np.ndarray) -> np.ndarray:
+    """(N, 2) major and minor axis lengths of every object (4 x the std along its principal axes)."""
+    lengths = []
+    for i, box in enumerate(ndimage.find_objects(labels), 1):
+        yy, xx = np.nonzero(labels[box] == i)
+        variances = np.linalg.eigvalsh(np.cov(np.stack([yy, xx])))
+        lengths.append(4 * np.sqrt(np.clip(variances[::-1], 1e-9, None)))
+    return np.array(lengths)
+
+
+def test_shapes_sizes_and_polarities(items: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Cells ~6 to ~80 px long, rods far beyond 5:1, grey images with bright and with dark cells."""
+    lengths = np.concatenate([_axis_lengths(labels.astype(np.int32)) for _, labels in items])
+    assert lengths[:, 0].min() < 8 and lengths[:, 0].max() > 60
+    assert (lengths[:, 0] / lengths[:, 1]).max() > 6
+    grey = [(image.astype(float), labels) for image, labels in items if image.ndim == 2]
+    brighter = [image[labels > 0].mean() > image[labels == 0].mean() for image, labels in grey]
+    assert any(brighter) and not all(brighter)
+
+
+def test_every_fold_sees_every_look(full: Path) -> None:
+    folds = [item["fold"] for item in json.loads(full.read_text())["training"]]
+    looks = [synthetic.MIX[i % len(synthetic.MIX)] for i in range(len(folds))]
+    for fold in range(5):
+        assert {look for look, f in zip(looks, folds) if f == fold} == set(synthetic.STYLES)
+
+
+def test_preview_grid(tmp_path: Path) -> None:
+    path = synthetic.preview(tmp_path / "grid.png", count=5, size=48, seed=1, columns=2)
+    grid = np.asarray(Image.open(path))
+    tile_width = 2 * 48 + 4 + 12  # plain, gap, outlined, gap
+    assert grid.shape == (3 * 48 + 2 * 12, 2 * tile_width, 3)
+    yellow = np.all(grid == (255, 255, 0), axis=2)
+    assert yellow[:48, 52:100].any() and not yellow[:48, :48].any()  # outlines on the right copy only
+    assert np.all(grid[2 * 60 :, tile_width:] == 255)  # the sixth place stays empty
+    assert main(["synthetic", "preview", str(tmp_path / "cli.png"), "--count", "2", "--size", "48"]) == 0
+    assert Image.open(tmp_path / "cli.png").size == (2 * tile_width, 48)  # 2 images: 2 columns, not 4
+
+
+def test_preview_unwritable_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("")
+    assert main(["synthetic", "preview", str(tmp_path / "file" / "grid.png"), "--count", "1", "--size", "32"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "grid.png" in err and err.count("\n") == 1
 
 
 def test_make_image_contract() -> None:

@@ -29,6 +29,8 @@ recipe_app = typer.Typer(help="Check or show a recipe.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
 models_app = typer.Typer(invoke_without_command=True)
 app.add_typer(models_app, name="models")
+synthetic_app = typer.Typer(help="The built-in synthetic training data: see what it looks like.", no_args_is_help=True)
+app.add_typer(synthetic_app, name="synthetic")
 
 _SET = typer.Option(None, "--set", help="Override a recipe value: key.path=value (TOML value), repeatable.")
 
@@ -185,6 +187,23 @@ def models_convert(
     recipe = recipe_from_dict(apply_overrides({"mode": "infer", "model": {"checkpoint": source}}, set_ or []))
     net = build_model(recipe.model)
     typer.echo(save_checkpoint(net, output, inference=inference_settings(recipe_to_dict(recipe))))
+
+
+@synthetic_app.command("preview")
+def synthetic_preview(
+    output: Path = typer.Argument(Path("synthetic_preview.png"), help="The PNG to write."),
+    count: int = typer.Option(16, min=1, help="How many images."),
+    size: int = typer.Option(256, min=32, help="Image size in pixels."),
+    seed: int = typer.Option(0, help="Random seed."),
+    columns: int = typer.Option(4, min=1, help="Images per row."),
+) -> None:
+    """Draw a grid of generated images with their labels' outlines: what the quickstart trains on."""
+    from .synthetic import preview
+
+    try:
+        typer.echo(preview(output, count, size, seed, columns))
+    except OSError as exc:
+        raise UserError(f"{output}: cannot write the preview ({exc.strerror or exc})") from None
 
 
 @recipe_app.command("check")

@@ -1,12 +1,14 @@
 """Deterministic synthetic cell microscopy images with exact instance labels.
 
-Every image has one of five looks: ``fluorescence`` (bright cells on dark), ``phase_dark`` (dark cells
-with a bright halo on a bright background), ``phase_bright`` (bright cells with a dark halo on grey),
-``he`` (RGB: purple haematoxylin nuclei on pink eosin) and ``tissue`` (RGB: tiled cells with green
-membranes and blue nuclei). Cells are round, rod-like (bent) or spindle-shaped, with smooth random
-radial perturbation; images are sparse or crowded; touching cells split along a weighted-Voronoi line
-that shows only as slight dimming. Images are blurred, carry Poisson and Gaussian noise, uneven
-illumination, and come in uint8, uint16 (small and large ranges) and float32, as TIFF or PNG.
+Every image has one of five looks: ``fluorescence`` (bright cells on dark, or inverted: dark on bright),
+``phase_dark`` (dark cells with a bright halo on a bright background), ``phase_bright`` (bright cells with
+a dark halo on grey), ``he`` (RGB: haematoxylin nuclei with chromatin on eosin, stain vectors varying
+from slide to slide) and ``tissue`` (RGB: tiled cells with green membranes, blue nuclei, membranes
+missing in places). Cells are round, rod-like (bent, up to 10:1) or spindle-shaped, 6 to ~80 px long,
+with smooth random radial perturbation; images are sparse, crowded or dense colonies; touching cells
+split along a weighted-Voronoi line that shows only as slight dimming. Images carry out-of-focus cells,
+unlabelled debris, blur, Poisson and Gaussian noise, uneven illumination, sometimes a tiling seam or
+saturation, and come in uint8, uint16 (small and large ranges) and float32, as TIFF or PNG.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ from scipy import ndimage
 
 from .files import atomic_path, atomic_write_text
 
-VERSION = 1  # bump whenever the images change, so that existing datasets regenerate
+VERSION = 2  # bump whenever the images change, so that existing datasets regenerate
 MIN_SIZE = 20  # pixels; smaller objects are removed (cellpose drops objects under 15)
 STYLES = ("fluorescence", "phase_dark", "phase_bright", "he", "tissue")
+# the training set's cycle of looks: the hard ones (H&E, rods in phase contrast, tissue) twice
+MIX = ("fluorescence", "he", "phase_dark", "tissue", "phase_bright", "he", "phase_dark", "tissue")
 _SHAPES = {
     "fluorescence": ("round", "round", "spindle", "rod"),
-    "phase_dark": ("rod", "rod", "round"),
-    "phase_bright": ("spindle", "spindle", "round"),
+    "phase_dark": ("rod", "rod", "round", "spindle"),
+    "phase_bright": ("spindle", "spindle", "round", "rod"),
     "he": ("round",),
     "tissue": ("round",),
 }
@@ -75,9 +79,9 @@ def generate(
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "labels").mkdir(parents=True, exist_ok=True)
     train_seeds, test_seeds = np.random.SeedSequence(seed).spawn(2)
-    # looks cycle so that every fold (index % 5) gets every look: (i + i // 5) % 5 shifts by one per round
+    # looks cycle through MIX; 8 and 5 are coprime, so every fold (index % 5) gets every look
     training = [
-        {**_write_pair(folder, f"train_{i:03d}", s, size, STYLES[(i + i // 5) % 5]), "fold": i % 5}
+        {**_write_pair(folder, f"train_{i:03d}", s, size, MIX[i % len(MIX)]), "fold": i % 5}
         for i, s in enumerate(train_seeds.spawn(train_images))
     ]
     testing = [
@@ -101,6 +105,38 @@ def _make_pair(rng: np.random.Generator, size: int, style: str) -> tuple[np.ndar
     labels, dist = _rasterise(_place_cells(rng, size, style, dense), size)
     image = _RENDER[style](rng, labels, dist)
     return image, labels.astype(np.uint16)
+
+
+def preview(
+    path: Path, count: int = 16, size: int = 256, seed: int = 0, columns: int = 4
+) -> Path:
+    """Write a PNG grid of ``count`` generated images (looks in the training set's order, MIX), each
+    shown plain and with its labels' outlines in yellow; return the path. Grey images are shown with
+    1-99.5 percentile contrast, RGB ones as they are."""
+    if count < 1 or columns < 1:
+        raise ValueError(f"count and columns must be >= 1 (got {count}, {columns})")
+    tiles = []
+    for i, child in enumerate(np.random.SeedSequence(seed).spawn(count)):
+        image, labels = _make_pair(np.random.default_rng(child), size, MIX[i % len(MIX)])
+        if image.ndim == 2:
+            low, high = np.percentile(image, (1, 99.5))
+            grey = np.clip((image - low) / max(high - low, 1e-12), 0, 1)
+            rgb = np.repeat(np.rint(grey * 255).astype(np.uint8)[..., None], 3, axis=2)
+        else:
+            rgb = np.moveaxis(image, 0, -1)
+        outlined = rgb.copy()
+        outlined[_edges(labels, between_cells=False) & (labels > 0)] = (255, 255, 0)
+        gap = np.full((size, 4, 3), 255, np.uint8)
+        tiles.append(np.concatenate([rgb, gap, outlined, np.full((size, 12, 3), 255, np.uint8)], axis=1))
+    columns = min(columns, count)
+    tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % columns)
+    rows = [np.concatenate(tiles[r : r + columns], axis=1) for r in range(0, len(tiles), columns)]
+    spacer = np.full((12, rows[0].shape[1], 3), 255, np.uint8)
+    grid = np.concatenate([part for row in rows for part in (row, spacer)][:-1], axis=0)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+    return path
 
 
 def _is_complete(datalist: Path, settings: dict) -> bool:
@@ -145,15 +181,16 @@ def _write_pair(
 def _draw_cell(rng: np.random.Generator, size: int, shape: str, scale: float) -> _Cell:
     """Random outline of the given shape family; scale is the image's typical cell radius in pixels."""
     r = scale * rng.lognormal(0.0, 0.2)
-    if shape == "rod":
-        b = float(np.clip(r, 2.5, 4.5))
-        a, p, bend, wobble = b * rng.uniform(2.0, 5.0), rng.uniform(2.0, 3.5), rng.uniform(-0.04, 0.04), 0.03
+    if shape == "rod":  # capsules 2:1 to 10:1, 2.6 to 10 px wide, at most 70 px long, bent up to crescents
+        b = float(np.clip(r / 2, 1.3, 5.0))
+        a = min(b * np.exp(rng.uniform(np.log(2.0), np.log(10.0))), 35.0)
+        p, bend, wobble = rng.uniform(2.0, 3.5), rng.uniform(-0.45, 0.45) / a, 0.03
     elif shape == "spindle":
-        aspect = rng.uniform(2.0, 5.0)
-        a, b = r * np.sqrt(aspect), max(r / np.sqrt(aspect), 2.5)
-        p, bend, wobble = rng.uniform(1.1, 1.6), rng.uniform(-0.02, 0.02), 0.1
+        aspect = rng.uniform(2.0, 6.0)
+        a, b = r * np.sqrt(aspect), max(r / np.sqrt(aspect), 2.0)
+        p, bend, wobble = rng.uniform(1.1, 1.6), rng.uniform(-0.2, 0.2) / a, 0.1
     else:
-        aspect = rng.uniform(1.0, 2.0)
+        aspect = rng.uniform(1.0, 2.2)
         a, b = r * np.sqrt(aspect), r / np.sqrt(aspect)
         p, bend, wobble = 2.0, 0.0, 0.18
     amps = rng.dirichlet(np.ones(4)) * rng.uniform(0.0, wobble)
@@ -163,14 +200,18 @@ def _draw_cell(rng: np.random.Generator, size: int, shape: str, scale: float) ->
 
 
 def _place_cells(rng: np.random.Generator, size: int, style: str, dense: bool) -> list[_Cell]:
-    """Cells covering a random fraction of the image; dense images let neighbours overlap (and so touch)."""
+    """Cells covering a random fraction of the image; dense images let neighbours overlap (and so touch).
+
+    Typical radii are log-uniform in 3 to 25 px (cells ~6 to ~80 px long with the spread within an
+    image), 8 to 18 px for tissue; crowded images cover 30 to 75 %, sparse ones 4 to 15 %."""
     shape = _SHAPES[style][rng.integers(len(_SHAPES[style]))]
     if style == "tissue":
-        scale, coverage, spacing = rng.uniform(9.0, 16.0), rng.uniform(0.6, 0.9), 0.6
+        scale, coverage, spacing = rng.uniform(8.0, 18.0), rng.uniform(0.6, 0.9), 0.6
     else:
-        scale = np.exp(rng.uniform(np.log(4.5), np.log(16.0)))
+        high = 25.0 if style in ("fluorescence", "phase_bright") else 18.0
+        scale = np.exp(rng.uniform(np.log(3.0), np.log(high)))
         coverage, spacing = (
-            (rng.uniform(0.3, 0.6), rng.uniform(0.55, 0.85)) if dense else (rng.uniform(0.04, 0.15), 1.2)
+            (rng.uniform(0.3, 0.75), rng.uniform(0.5, 0.85)) if dense else (rng.uniform(0.04, 0.15), 1.2)
         )
     cells: list[_Cell] = []
     centres, radii = np.empty((0, 2)), np.empty(0)
@@ -262,23 +303,47 @@ def _edges(labels: np.ndarray, between_cells: bool) -> np.ndarray:
 
 
 def _cell_signal(rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray) -> np.ndarray:
-    """Per-pixel stain amount of the cells: per-cell brightness (dim and bright cells), a radial profile
-    (bright centre or bright rim), internal texture, slight dimming where cells touch; 0 outside."""
+    """Per-pixel stain amount of the cells: per-cell brightness (from 0.15-0.5 to 1: dim and bright
+    cells), a radial profile (bright centre or bright rim), internal texture, slight dimming where cells
+    touch; in a quarter of the images some cells out of focus (blurred, dimmer, still labelled); ~0
+    outside."""
     n = int(labels.max())
-    bright = np.concatenate([[0.0], rng.uniform(0.4, 1.0, n)])
+    bright = np.concatenate([[0.0], rng.uniform(rng.uniform(0.15, 0.5), 1.0, n)])
     shade = np.concatenate([[0.0], rng.uniform(-0.3, 0.5, n)])
     d = np.where(labels > 0, dist, 0.0)
     texture = 1 + rng.uniform(0.05, 0.3) * _smooth(rng, labels.shape, rng.uniform(0.7, 2.0))
     signal = bright[labels] * (1 - shade[labels] * d * d) * np.clip(texture, 0.2, None)
-    return signal * (1 - rng.uniform(0.1, 0.4) * _edges(labels, between_cells=True))
+    signal *= 1 - rng.uniform(0.1, 0.4) * _edges(labels, between_cells=True)
+    if rng.random() < 0.25:
+        blurred = np.concatenate([[False], rng.random(n) < rng.uniform(0.1, 0.3)])[labels]
+        far = ndimage.gaussian_filter(np.where(blurred, signal, 0.0), rng.uniform(1.5, 3.0))
+        signal = np.where(blurred, 0.0, signal) + rng.uniform(0.5, 0.9) * far
+    return signal
 
 
 def _debris(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A few faint specks far below MIN_SIZE, unlabelled."""
+    """Unlabelled debris: specks far below MIN_SIZE and a few small fuzzy blobs."""
     specks = np.zeros((size, size))
-    y, x = rng.integers(0, size, (2, rng.integers(0, 8)))
+    y, x = rng.integers(0, size, (2, rng.integers(0, 24)))
     specks[y, x] = rng.uniform(0.5, 2.0, len(y))
-    return ndimage.gaussian_filter(specks, 0.8) * 3
+    blobs = np.zeros((size, size))
+    y, x = rng.integers(0, size, (2, rng.integers(0, 4)))
+    blobs[y, x] = rng.uniform(20, 60, len(y))
+    return ndimage.gaussian_filter(specks, 0.8) * 3 + ndimage.gaussian_filter(blobs, 2.5)
+
+
+def _camera(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Sometimes a tiling seam (one side of a line brighter: stitched fields) and sometimes saturation
+    (the brightest pixels clipped); image (..., H, W) in [0, ~1]."""
+    if rng.random() < 0.15:
+        size = image.shape[-1]
+        at = rng.integers(size // 4, 3 * size // 4)
+        step = np.ones(size)
+        step[at:] = rng.uniform(0.75, 1.3)
+        image = image * (step[:, None] if rng.random() < 0.5 else step[None, :])
+    if rng.random() < 0.15:
+        image = np.minimum(image, np.percentile(image, rng.uniform(93, 99.5)))
+    return image
 
 
 def _noisy(rng: np.random.Generator, image: np.ndarray, min_photons: float = 80) -> np.ndarray:
@@ -314,10 +379,12 @@ def _rgb_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def _fluorescence(rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray) -> np.ndarray:
-    """Bright cells on a dark, unevenly lit background."""
+    """Bright cells on a dark, unevenly lit background; a quarter inverted (dark cells on bright)."""
     size = labels.shape[0]
     signal = _cell_signal(rng, labels, dist) + 0.3 * _debris(rng, size)
-    image = (rng.uniform(0.0, 0.15) + signal) * _illumination(rng, size)
+    image = _camera(rng, (rng.uniform(0.0, 0.15) + signal) * _illumination(rng, size))
+    if rng.random() < 0.25:
+        image = image.max() * 1.1 - image
     return _grey_dtype(rng, _noisy(rng, image))
 
 
@@ -332,38 +399,53 @@ def _phase_dark(rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray) 
     size = labels.shape[0]
     signal = _cell_signal(rng, labels, dist) + 0.3 * _debris(rng, size)
     image = 0.7 - rng.uniform(0.45, 0.7) * signal + rng.uniform(0.2, 0.6) * _halo(rng, labels)
-    return _grey_dtype(rng, _noisy(rng, image * _illumination(rng, size)))
+    return _grey_dtype(rng, _noisy(rng, _camera(rng, image * _illumination(rng, size))))
 
 
 def _phase_bright(rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray) -> np.ndarray:
     """Bright cells with a dark halo on a grey background."""
     size = labels.shape[0]
-    signal = _cell_signal(rng, labels, dist)
+    signal = _cell_signal(rng, labels, dist) + 0.2 * _debris(rng, size)
     image = 0.35 + rng.uniform(0.4, 0.7) * signal - rng.uniform(0.1, 0.25) * _halo(rng, labels)
-    return _grey_dtype(rng, _noisy(rng, image * _illumination(rng, size)))
+    return _grey_dtype(rng, _noisy(rng, _camera(rng, image * _illumination(rng, size))))
+
+
+def _stain(rng: np.random.Generator, vector: np.ndarray) -> np.ndarray:
+    """A stain's optical-density vector varied as between slides and scanners (unit length)."""
+    v = np.clip(vector * rng.lognormal(0.0, 0.15, 3), 0.01, None)
+    return v / np.linalg.norm(v)
 
 
 def _he(rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray) -> np.ndarray:
-    """RGB H&E: haematoxylin nuclei on eosin-stained, fibrous tissue with some empty (white) areas."""
+    """RGB H&E: haematoxylin nuclei with chromatin texture (pale to dark) on eosin-stained, fibrous
+    tissue with haematoxylin-tinted cytoplasm and some empty (white) areas; stain vectors and amounts
+    vary from image to image."""
     size = labels.shape[0]
     fibres = _smooth(rng, (size, size), (1.0, 4.0) if rng.random() < 0.5 else (4.0, 1.0))
     tissue = 1 / (1 + np.exp(-4 * (_smooth(rng, (size, size), size / 8) + rng.uniform(0.5, 2.0))))
     cells = labels > 0
-    eosin = rng.uniform(0.08, 0.3) * np.clip(1 + 0.25 * fibres, 0, None) * tissue * (1 - 0.5 * cells)
-    haem = rng.uniform(0.1, 0.3) * tissue + rng.uniform(0.6, 1.2) * _cell_signal(rng, labels, dist)
-    density = haem[None] * _HAEMATOXYLIN[:, None, None] + eosin[None] * _EOSIN[:, None, None]
+    eosin = rng.uniform(0.08, 0.5) * np.clip(1 + 0.25 * fibres, 0, None) * tissue * (1 - 0.5 * cells)
+    grain = _smooth(rng, (size, size), rng.uniform(0.6, 1.5))
+    chromatin = np.clip(1 + rng.uniform(0.1, 0.4) * grain, 0.3, None)
+    nuclei = rng.uniform(0.8, 2.5) * _cell_signal(rng, labels, dist) * chromatin
+    haem = rng.uniform(0.05, 0.7) * tissue * np.clip(1 + 0.3 * fibres, 0, None) + nuclei
+    h, e = _stain(rng, _HAEMATOXYLIN), _stain(rng, _EOSIN)
+    density = haem[None] * h[:, None, None] + eosin[None] * e[:, None, None]
     return _rgb_uint8(_noisy(rng, np.exp(-density) * rng.uniform(0.85, 1.0), min_photons=300))
 
 
 def _tissue(rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray) -> np.ndarray:
-    """RGB multiplexed tissue: green speckled membranes around tiled cells, blue nuclei, dark elsewhere."""
+    """RGB multiplexed tissue: green speckled membranes around tiled cells (faint or missing in places),
+    blue nuclei, dark elsewhere."""
     size = labels.shape[0]
     speckle = rng.gamma(1.5, 1 / 1.5, (size, size))
-    membrane = ndimage.gaussian_filter(_edges(labels, between_cells=False).astype(float), 0.8) * speckle
-    nuclei = _cell_signal(rng, labels, dist) * (dist < rng.uniform(0.45, 0.7))
-    green = rng.uniform(0.8, 1.6) * membrane + 0.05 * speckle * (labels > 0)
+    stained = 1 / (1 + np.exp(-3 * (_smooth(rng, (size, size), size / 6) + rng.uniform(-0.5, 2.5))))
+    edges = _edges(labels, between_cells=False).astype(float)
+    membrane = ndimage.gaussian_filter(edges, rng.uniform(0.5, 1.0)) * speckle
+    nuclei = _cell_signal(rng, labels, dist) * (dist < rng.uniform(0.45, 0.85))
+    green = (rng.uniform(0.6, 1.6) * membrane + 0.05 * speckle * (labels > 0)) * stained
     image = np.stack([0.02 * speckle, green, rng.uniform(0.6, 1.0) * nuclei]) * _illumination(rng, size)
-    return _rgb_uint8(_noisy(rng, image))
+    return _rgb_uint8(_noisy(rng, _camera(rng, image)))
 
 
 _RENDER = {

@@ -34,10 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 REALDATA = ROOT.parent / "shared" / "realdata"
 
-# eager, not the quickstart's bfloat16 autocast: CPUs without AVX512-BF16 (CI's) emulate it, ~15x slower
 _QUICK = ["train.epochs=1", "data.synthetic.train_images=6", "data.synthetic.test_images=2",
           "data.synthetic.size=64", "train.batch_size=2", "train.augment.roi_size=[64,64]",
-          "infer.roi_size=[64,64]", "train.runtime.name=eager", "infer.runtime.name=eager"]
+          "infer.roi_size=[64,64]", "train.samples_per_epoch=6"]
 TINY = {
     "quickstart.toml": _QUICK,
     "vista2d.toml": ["model.backbone.variant=vit_t", "model.backbone.resize_to=0", "infer.roi_size=[64,64]"],

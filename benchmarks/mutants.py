@@ -176,8 +176,11 @@ MUTANTS = [
            "vista2d_core/options.py", "base_dir is None or isinstance(value, CommandLineText)", "base_dir is None",
            ("tests/test_first_hour.py::test_set_paths_are_relative_to_the_current_folder",)),
     Mutant("scale-ignored", "infer.scale: images not resampled",
-           "vista2d_core/segmenter.py", "        if self.scale != 1.0:\n", "        if False:\n",
+           "vista2d_core/segmenter.py", "        if scale != 1.0:\n", "        if False:\n",
            ("tests/test_first_hour.py::test_scale_resamples_the_image_and_returns_labels_at_its_size",)),
+    Mutant("auto-diameter-ignored", "infer.auto_diameter: no second pass at the measured scale",
+           "vista2d_core/segmenter.py", "        if not self.auto:\n", "        if True:\n",
+           ("tests/test_first_hour.py::test_auto_diameter_measures_each_image_and_resamples_it",)),
 ]
 
 

@@ -301,3 +301,41 @@ def test_diameter_sets_the_scale_from_the_models_diameter(quickstart_like, tmp_p
         recipe_from_dict({"mode": "infer", "infer": {"diameter": 10.0}})
     with pytest.raises(RecipeError, match="not both"):
         load_recipe(tmp_path / "r.toml", ["infer.diameter=10", "infer.scale=2.0"])
+
+
+def test_auto_diameter_measures_each_image_and_resamples_it(quickstart_like, tmp_path, caplog):
+    """model.diameter 20: objects found 10 px across -> a second pass at x2; 19 px -> the first pass is
+    kept; 100 px -> x0.5 (the smallest factor); nothing found -> kept."""
+    from vista2d_core.segment_file import block_context
+    from vista2d_core.segmenter import auto_diameter
+
+    (tmp_path / "r.toml").write_text(
+        f'mode = "infer"\n[model]\ncheckpoint = "{quickstart_like.name}"\n[infer]\nauto_diameter = true\n'
+    )
+    recipe = load_recipe(tmp_path / "r.toml")
+    seg = Segmenter(recipe)
+    passes: list[float] = []
+
+    def logits_at(data, ranges, scale):
+        passes.append(scale)
+        return torch.full((3, *data.shape[-2:]), float(scale))
+
+    seg._logits = logits_at
+    for radius, expected in ((5, [1.0, 2.0]), (9.5, [1.0]), (50, [1.0, 0.5]), (0, [1.0])):
+        found = disk_labels(256, centers=((128, 128), (40, 40)), radius=radius) if radius else np.zeros((256, 256), np.uint16)
+        seg.postprocessor = lambda logits, found=found: found
+        passes.clear()
+        with caplog.at_level("DEBUG", logger="vista2d"):
+            logits = seg.plane_logits(np.ones((256, 256), np.float32))
+        assert passes == pytest.approx(expected, rel=0.06) and float(logits[0, 0, 0]) == pytest.approx(passes[-1])
+    assert re.search(r"median diameter 10\.\d px: resampled x1\.9\d", caplog.text)
+    # training validates without it; an explicit scale or diameter wins; the blocks' context is the widest
+    # the factors can need
+    assert not Segmenter(recipe, auto=False).auto and seg.auto
+    assert not auto_diameter(load_recipe(tmp_path / "r.toml", ["infer.scale=1.5"]))
+    assert not auto_diameter(load_recipe(tmp_path / "r.toml", ["infer.diameter=12"]))
+    assert block_context(recipe) == max(64 / 0.5 / 2, 2 * 20 / 0.5) == 80
+    with pytest.raises(RecipeError, match="infer.auto_diameter: the model's own object diameter is unknown"):
+        recipe_from_dict({"mode": "infer", "infer": {"auto_diameter": True}})
+    trained = recipe_from_dict({"mode": ["train", "infer"], "infer": {"auto_diameter": True}})  # training measures it
+    assert not auto_diameter(trained)  # until it has

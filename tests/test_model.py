@@ -129,8 +129,8 @@ def test_inference_settings_are_the_marked_fields_and_a_checkpoints_section_is_w
     assert set(settings) == {"model", "data", "infer"}
     assert set(settings["model"]) == {"backbone", "head"} and "weights" not in settings["model"]["backbone"]
     assert settings["data"] == {"channels": [1], "percentiles": [1.0, 99.0], "normalize": "vista2d"}
-    assert set(settings["infer"]) == {"roi_size", "overlap", "sw_batch_size", "blend", "tta", "runtime",
-                                      "postprocessor"}
+    assert set(settings["infer"]) == {"roi_size", "overlap", "sw_batch_size", "blend", "tta", "auto_diameter",
+                                      "runtime", "postprocessor"}
     assert settings["infer"]["roi_size"] == [64, 64] and settings["infer"]["tta"] is True
     net = build_model(recipe.model)
     # an earlier version's checkpoint: taken from its config

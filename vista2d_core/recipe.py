@@ -194,6 +194,10 @@ class Infer:
     Object size: ``scale`` resamples each image by this factor before the model (2.0 for objects half the
     size the model was trained on); or ``diameter``, your objects' typical diameter in pixels, sets the
     factor to ``model.diameter / diameter`` (cellpose's ``diameter``). Results come at the image's size.
+    ``auto_diameter`` (when neither is set): each image is segmented once, its objects' median diameter
+    measured, and segmented again at ``model.diameter / measured`` (between 0.5 and 2; not when within 15%
+    of 1 or when nothing was found; block by block, each block on its own): up to 2x the time, for images
+    of unknown object size.
 
     Large and multi-dimensional images (docs/large-images.md): images with a side above ``block_size`` px
     are segmented block by block (0: always whole), each block with ``block_overlap`` px of context (default:
@@ -219,6 +223,7 @@ class Infer:
     tta: bool = attrs.field(default=False, metadata=_INFERENCE)
     scale: float = attrs.field(default=1.0, validator=_positive)
     diameter: float = attrs.field(default=0.0, validator=v.ge(0.0))
+    auto_diameter: bool = attrs.field(default=False, metadata=_INFERENCE)
     block_size: int = attrs.field(default=2048, validator=v.ge(0))
     block_overlap: int | None = attrs.field(default=None, validator=v.optional(v.ge(0)))
     stitch_threshold: float = attrs.field(default=0.0, validator=_probability)
@@ -363,6 +368,9 @@ def _structure_recipe(data: dict[str, Any], base_dir: Path, source: str) -> Reci
     if recipe.infer.diameter and recipe.model.diameter is None:
         problems.append("infer.diameter: the model's own object diameter is unknown: set model.diameter "
                         "(median diameter in px of the objects it was trained on) or use infer.scale instead")
+    if recipe.infer.auto_diameter and recipe.model.diameter is None and "train" not in recipe.mode:  # training measures it
+        problems.append("infer.auto_diameter: the model's own object diameter is unknown: set model.diameter "
+                        "(median diameter in px of the objects it was trained on) or set it false")
     if recipe.infer.diameter and recipe.infer.scale != 1.0:
         problems.append("infer.scale: give infer.scale or infer.diameter, not both")
     if recipe.infer.dask_workers and recipe.infer.dask_address:

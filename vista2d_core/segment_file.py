@@ -22,7 +22,7 @@ from .executor import Executor
 from .imageio import open_image
 from .interfaces import Prediction
 from .recipe import Recipe, recipe_to_dict
-from .segmenter import Segmenter, image_scale, segment_planes
+from .segmenter import AUTO_SCALES, Segmenter, auto_diameter, image_scale, segment_planes
 from .stitch import stitch
 from .tasks import Job, assemble_core, keep_segmenter, measure_plane, segment_block
 
@@ -54,11 +54,11 @@ def file_key(path: Path, settings: str) -> str:
 
 def block_context(recipe: Recipe) -> int:
     """``infer.block_overlap``, or by default half the sliding window and at least two object diameters,
-    in image pixels."""
+    in image pixels (with ``infer.auto_diameter``: at the smallest factor it may resample by)."""
     infer = recipe.infer
     if infer.block_overlap is not None:
         return infer.block_overlap
-    scale = image_scale(recipe)
+    scale = AUTO_SCALES[0] if auto_diameter(recipe) else image_scale(recipe)  # auto: the widest context
     diameter = infer.diameter or (recipe.model.diameter or 30.0) / scale
     return math.ceil(max(max(infer.roi_size) / scale / 2, 2 * diameter))
 

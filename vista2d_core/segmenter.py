@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
 log = logging.getLogger("vista2d")
+AUTO_SCALES = (0.5, 2.0)  # the factors infer.auto_diameter may resample by
+AUTO_TOLERANCE = 1.15  # factors closer to 1 than this keep the first pass
 
 Images = np.ndarray | Sequence[np.ndarray]
 
@@ -58,13 +60,19 @@ class Segmenter:
     """Segments images the way ``recipe`` says (``[model]``, ``[data]`` channels/percentiles, ``[infer]``).
 
     ``model``: an already built network (training passes its own); else built from ``recipe.model``.
-    ``tta``: overrides ``infer.tta`` (training validates without it, to keep validation cheap).
+    ``tta``: overrides ``infer.tta``; ``auto = False`` turns ``infer.auto_diameter`` off (training
+    validates without either, to keep validation cheap).
     Arrays may be (H, W), (C, H, W) or (H, W, C) (see :func:`~vista2d_core.preprocess.channels_first`;
     ``axes="CYX"``/``"YXC"`` says which when the shape cannot); a list of arrays gives a list of results.
     """
 
     def __init__(
-        self, recipe: Recipe, model: torch.nn.Module | None = None, device: Any = None, tta: bool | None = None
+        self,
+        recipe: Recipe,
+        model: torch.nn.Module | None = None,
+        device: Any = None,
+        tta: bool | None = None,
+        auto: bool = True,
     ) -> None:
         self.recipe = recipe
         self.device = resolve_device(recipe.device) if device is None else torch.device(device)
@@ -75,6 +83,7 @@ class Segmenter:
         self.model = model.to(self.device).eval()
         infer = recipe.infer
         self.scale = image_scale(recipe)
+        self.auto = auto and auto_diameter(recipe)
         self.runtime = infer.runtime.create()
         self.postprocessor = infer.postprocessor.create()
         example = torch.zeros((infer.sw_batch_size, 3, *infer.roi_size), device=self.device)
@@ -115,12 +124,35 @@ class Segmenter:
     @torch.inference_mode()
     def plane_logits(self, data: np.ndarray, ranges: list | None = None) -> torch.Tensor:
         """One plane, (C, H, W) or (H, W) as the reader gives it (whole, or a block with ``ranges``: see
-        :meth:`preprocess`) -> (3, H, W) float32 logits on the device (resampled by ``scale``)."""
+        :meth:`preprocess`) -> (3, H, W) float32 logits on the device (resampled by ``scale``, or by the
+        factor :meth:`auto_scale` finds with ``infer.auto_diameter``)."""
+        logits = self._logits(data, ranges, self.scale)
+        if not self.auto:
+            return logits
+        scale = self.auto_scale(logits)
+        return logits if scale == 1.0 else self._logits(data, ranges, scale)
+
+    def auto_scale(self, logits: torch.Tensor) -> float:
+        """The factor ``model.diameter / measured`` for an image whose logits at scale 1 are ``logits``
+        (measured: the median diameter of the objects they give, cellpose's ``diameters``), within
+        AUTO_SCALES; 1.0 when that is within AUTO_TOLERANCE of 1 or no object was found."""
+        from cellpose.utils import diameters
+
+        labels = self.postprocessor(logits)
+        if not labels.any():
+            return 1.0
+        measured = float(diameters(labels.astype(np.int32))[0])
+        scale = float(np.clip(self.recipe.model.diameter / measured, *AUTO_SCALES))
+        keep = 1 / AUTO_TOLERANCE < scale < AUTO_TOLERANCE
+        log.debug("objects' median diameter %.1f px: %s", measured, "kept at scale 1" if keep else f"resampled x{scale:.2f}")
+        return 1.0 if keep else scale
+
+    def _logits(self, data: np.ndarray, ranges: list | None, scale: float) -> torch.Tensor:
         infer = self.recipe.infer
         image = self.preprocess(data, ranges)
         size = image.shape[-2:]
-        if self.scale != 1.0:
-            image = F.interpolate(image, scale_factor=self.scale, mode="bilinear", antialias=self.scale < 1)
+        if scale != 1.0:
+            image = F.interpolate(image, scale_factor=scale, mode="bilinear", antialias=scale < 1)
         logits = sliding_window(
             image, self._predict, tuple(infer.roi_size), infer.overlap, infer.sw_batch_size, infer.blend
         )
@@ -161,6 +193,13 @@ class Segmenter:
         labels = self.postprocessor(logits)
         kept = logits.cpu().numpy() if keep_logits else None
         return Prediction(labels=labels, image=image, logits=kept)
+
+
+def auto_diameter(recipe: Recipe) -> bool:
+    """Whether images are measured and resampled one by one: ``infer.auto_diameter``, unless ``infer.scale``
+    or ``infer.diameter`` is given or ``model.diameter`` is unknown."""
+    infer = recipe.infer
+    return infer.auto_diameter and not infer.diameter and infer.scale == 1.0 and bool(recipe.model.diameter)
 
 
 def image_scale(recipe: Recipe) -> float:

@@ -310,12 +310,13 @@ class Trainer:
         distributed.broadcast_buffers(self.net)
         return _mean_over_ranks(total.item(), count)
 
-    def _score(self, items: list[Item], description: str, tta: bool = False) -> float:
-        """Mean AP@0.5 over ``items`` (each rank scores its share), test-time augmented when ``tta``."""
+    def _score(self, items: list[Item], description: str, tta: bool = False, auto: bool = False) -> float:
+        """Mean AP@0.5 over ``items`` (each rank scores its share), test-time augmented when ``tta``,
+        measured and resampled image by image when ``auto`` (and ``infer.auto_diameter``)."""
         from .evaluate import score_items
         from .segmenter import Segmenter
 
-        segmenter = Segmenter(self.recipe, model=self.net, device=self.device, tta=tta)
+        segmenter = Segmenter(self.recipe, model=self.net, device=self.device, tta=tta, auto=auto)
         scores = score_items(segmenter, distributed.shard(items), [0.5], description)
         per_image = [s.ap[0] for s in scores]
         self.net.train()
@@ -327,7 +328,7 @@ class Trainer:
         if best.is_file():
             load_checkpoint(self.net, best)
         labelled = [item for item in self.split.test if item.label is not None]
-        self.test_ap = self._score(labelled, "testing", tta=self.recipe.infer.tta)
+        self.test_ap = self._score(labelled, "testing", tta=self.recipe.infer.tta, auto=True)
         self._info("test AP@0.5 of %s: %.4f (%d images)", best.name, self.test_ap, len(labelled))
 
     # ----------------------------------------------------------------------------------- outputs

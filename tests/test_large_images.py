@@ -82,6 +82,9 @@ class IdealSegmenter:
         cellprob = torch.from_numpy(np.where(foreground, 10.0, -10.0).astype(np.float32))
         return torch.cat([cellprob[None], 5 * flows])
 
+    def labels(self, logits):
+        return self.postprocessor(logits)
+
 
 DISKS = [(64, 64), (20, 30), (30, 100), (100, 20), (64, 120), (120, 64), (150, 150), (40, 150), (160, 40)]
 

@@ -86,6 +86,7 @@ class Segmenter:
         self.auto = auto and auto_diameter(recipe)
         self.runtime = infer.runtime.create()
         self.postprocessor = infer.postprocessor.create()
+        self._measured: tuple[torch.Tensor, np.ndarray] | None = None
         example = torch.zeros((infer.sw_batch_size, 3, *infer.roi_size), device=self.device)
         self._predict = self.runtime.prepare(self.model, example, recipe.model.checkpoint)
         if infer.tta if tta is None else tta:
@@ -139,6 +140,7 @@ class Segmenter:
         from cellpose.utils import diameters
 
         labels = self.postprocessor(logits)
+        self._measured = (logits, labels)  # the result when this pass is kept: see labels()
         if not labels.any():
             return 1.0
         measured = float(diameters(labels.astype(np.int32))[0])
@@ -146,6 +148,14 @@ class Segmenter:
         keep = 1 / AUTO_TOLERANCE < scale < AUTO_TOLERANCE
         log.debug("objects' median diameter %.1f px: %s", measured, "kept at scale 1" if keep else f"resampled x{scale:.2f}")
         return 1.0 if keep else scale
+
+    def labels(self, logits: torch.Tensor) -> np.ndarray:
+        """``logits`` -> labels by the postprocessor; the labels :meth:`auto_scale` made of these very
+        logits (a kept first pass) are handed back instead of being made again."""
+        measured, self._measured = self._measured, None
+        if measured is not None and measured[0] is logits:
+            return measured[1]
+        return self.postprocessor(logits)
 
     def _logits(self, data: np.ndarray, ranges: list | None, scale: float) -> torch.Tensor:
         infer = self.recipe.infer
@@ -176,7 +186,7 @@ class Segmenter:
             labels, logits, _ = segment_planes(self, image, keep_logits=True)
             return Segmentation(labels, logits)
         logits = self.logits(data, axes)
-        return Segmentation(self.postprocessor(logits), logits.float().cpu().numpy())
+        return Segmentation(self.labels(logits), logits.float().cpu().numpy())
 
     def __call__(self, data: Images, axes: str | None = None) -> np.ndarray | list[np.ndarray]:
         """One image array -> (H, W) uint16 labels (uint32 above 65535 objects); a list -> a list; a stack
@@ -185,12 +195,12 @@ class Segmenter:
             return [self(d, axes) for d in data]
         if axes and set(axes.upper()) & set(STACK):
             return self.segment(data, axes).labels
-        return self.postprocessor(self.logits(data, axes))
+        return self.labels(self.logits(data, axes))
 
     def predict(self, image: Image, keep_logits: bool = False) -> Prediction:
         """Segment a reader's Image ((C, H, W) data); keep the float32 logits for writers that need them."""
         logits = self.plane_logits(image.data)
-        labels = self.postprocessor(logits)
+        labels = self.labels(logits)
         kept = logits.cpu().numpy() if keep_logits else None
         return Prediction(labels=labels, image=image, logits=kept)
 
@@ -242,7 +252,7 @@ def segment_planes(
     task = progress.add_task(f"{image.path.name}: planes", total=len(indices)) if progress and stack else None
     for plane in indices:
         plane_logits = segmenter.plane_logits(read_plane(image.data, image.axes, plane))
-        found = segmenter.postprocessor(plane_logits).astype(np.uint32)
+        found = segmenter.labels(plane_logits).astype(np.uint32)
         found[found > 0] += top
         top = int(found.max(initial=top))
         labels.append(found)

@@ -109,7 +109,7 @@ def segment_block(job: Job, p: int, by: int, bx: int) -> None:
     data = read_plane(image.data, image.axes, job.plane(p), slice(ry0, ry1), slice(rx0, rx1))
     ranges = [tuple(r) for r in store["ranges"][p].astype(np.float32)]
     logits = segmenter.plane_logits(data, ranges)
-    owned, count = owned_objects(segmenter.postprocessor(logits), region, core)
+    owned, count = owned_objects(segmenter.labels(logits), region, core)
     store["blocks"][p, by, bx, : ry1 - ry0, : rx1 - rx0] = owned
     if job.keep_logits:
         y0, y1, x0, x1 = core

@@ -172,3 +172,21 @@ def test_interrupted_run_leaves_no_datalist(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.undo()
     path = synthetic.generate(tmp_path, **{**SMALL, "seed": 5})
     assert json.loads(path.read_text())["synthetic"]["seed"] == 5
+
+
+def test_composites_have_empty_channels() -> None:
+    """Some tissue images have an exactly empty red channel (after noise); some fluorescence images are RGB
+    composites with the stain in one channel and the others zero (normalised to zero, not to noise)."""
+    empty_red = composites = 0
+    for seed in range(16):
+        image, _ = synthetic._make_pair(np.random.default_rng(seed), 64, "tissue")
+        assert image[1].any() and image[2].any()
+        empty_red += int(not image[0].any())
+        image, labels = synthetic._make_pair(np.random.default_rng(seed), 64, "fluorescence")
+        if image.ndim == 3:
+            composites += 1
+            lit = [channel for channel in image if channel.any()]
+            assert image.dtype == np.uint8 and len(lit) == 1
+            if labels.any():
+                assert lit[0][labels > 0].mean() > lit[0][labels == 0].mean()  # bright cells on dark
+    assert 0 < empty_red < 16 and composites > 0

@@ -4,11 +4,12 @@ Every image has one of five looks: ``fluorescence`` (bright cells on dark, or in
 ``phase_dark`` (dark cells with a bright halo on a bright background), ``phase_bright`` (bright cells with
 a dark halo on grey), ``he`` (RGB: haematoxylin nuclei with chromatin on eosin, stain vectors varying
 from slide to slide) and ``tissue`` (RGB: tiled cells with green membranes, blue nuclei, membranes
-missing in places). Cells are round, rod-like (bent, up to 10:1) or spindle-shaped, 6 to ~80 px long,
-with smooth random radial perturbation; images are sparse, crowded or dense colonies; touching cells
-split along a weighted-Voronoi line that shows only as slight dimming. Images carry out-of-focus cells,
-unlabelled debris, blur, Poisson and Gaussian noise, uneven illumination, sometimes a tiling seam or
-saturation, and come in uint8, uint16 (small and large ranges) and float32, as TIFF or PNG.
+missing in places); some fluorescence images are RGB composites of one colour. Cells are round, rod-like
+(bent, up to 10:1) or spindle-shaped, 6 to ~80 px long, with smooth random radial perturbation; images
+are sparse, crowded or dense colonies; touching cells split along a weighted-Voronoi line that shows only
+as slight dimming. Images carry out-of-focus cells, unlabelled debris, blur, Poisson and Gaussian noise,
+uneven illumination, sometimes a tiling seam or saturation, and come in uint8, uint16 (small and large
+ranges) and float32, as TIFF or PNG.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from scipy import ndimage
 
 from .files import atomic_path, atomic_write_text
 
-VERSION = 2  # bump whenever the images change, so that existing datasets regenerate
+VERSION = 3  # bump whenever the images change, so that existing datasets regenerate
 MIN_SIZE = 20  # pixels; smaller objects are removed (cellpose drops objects under 15)
 STYLES = ("fluorescence", "phase_dark", "phase_bright", "he", "tissue")
 # the training set's cycle of looks: the hard ones (H&E, rods in phase contrast, tissue) twice
@@ -379,12 +380,18 @@ def _rgb_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def _fluorescence(rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray) -> np.ndarray:
-    """Bright cells on a dark, unevenly lit background; a quarter inverted (dark cells on bright)."""
+    """Bright cells on a dark, unevenly lit background; a quarter inverted (dark cells on bright); a fifth
+    of the others saved as an RGB composite with the stain in one colour (mostly blue, as DAPI) and the
+    other channels empty."""
     size = labels.shape[0]
     signal = _cell_signal(rng, labels, dist) + 0.3 * _debris(rng, size)
     image = _camera(rng, (rng.uniform(0.0, 0.15) + signal) * _illumination(rng, size))
     if rng.random() < 0.25:
-        image = image.max() * 1.1 - image
+        return _grey_dtype(rng, _noisy(rng, image.max() * 1.1 - image))
+    if rng.random() < 0.2:
+        composite = np.zeros((3, size, size))
+        composite[rng.choice(3, p=[0.2, 0.3, 0.5])] = _noisy(rng, image)
+        return _rgb_uint8(composite / np.percentile(composite.max(0), 99.9) * rng.uniform(0.6, 1.0))
     return _grey_dtype(rng, _noisy(rng, image))
 
 
@@ -436,7 +443,7 @@ def _he(rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray) -> np.nd
 
 def _tissue(rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray) -> np.ndarray:
     """RGB multiplexed tissue: green speckled membranes around tiled cells (faint or missing in places),
-    blue nuclei, dark elsewhere."""
+    blue nuclei, the red channel faint or (in half the images) empty: all zeros, as in many composites."""
     size = labels.shape[0]
     speckle = rng.gamma(1.5, 1 / 1.5, (size, size))
     stained = 1 / (1 + np.exp(-3 * (_smooth(rng, (size, size), size / 6) + rng.uniform(-0.5, 2.5))))
@@ -445,7 +452,10 @@ def _tissue(rng: np.random.Generator, labels: np.ndarray, dist: np.ndarray) -> n
     nuclei = _cell_signal(rng, labels, dist) * (dist < rng.uniform(0.45, 0.85))
     green = (rng.uniform(0.6, 1.6) * membrane + 0.05 * speckle * (labels > 0)) * stained
     image = np.stack([0.02 * speckle, green, rng.uniform(0.6, 1.0) * nuclei]) * _illumination(rng, size)
-    return _rgb_uint8(_noisy(rng, _camera(rng, image)))
+    image = _rgb_uint8(_noisy(rng, _camera(rng, image)))
+    if rng.random() < 0.5:
+        image[0] = 0
+    return image
 
 
 _RENDER = {

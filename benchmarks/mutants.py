@@ -181,6 +181,10 @@ MUTANTS = [
     Mutant("auto-diameter-ignored", "infer.auto_diameter: no second pass at the measured scale",
            "vista2d_core/segmenter.py", "        if not self.auto:\n", "        if True:\n",
            ("tests/test_first_hour.py::test_auto_diameter_measures_each_image_and_resamples_it",)),
+    Mutant("auto-diameter-measured-only", "infer.auto_diameter: the measured factor, its neighbours never win",
+           "vista2d_core/segmenter.py", "        best = max(tried, key=coverage)\n",
+           "        best = float(np.clip(factor, *AUTO_SCALES))\n",
+           ("tests/test_first_hour.py::test_auto_diameter_measures_each_image_and_resamples_it",)),
 ]
 
 

@@ -5,6 +5,7 @@ labels, relative paths on the command line, readable output and object size."""
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -304,8 +305,10 @@ def test_diameter_sets_the_scale_from_the_models_diameter(quickstart_like, tmp_p
 
 
 def test_auto_diameter_measures_each_image_and_resamples_it(quickstart_like, tmp_path, caplog):
-    """model.diameter 20: objects found 10 px across -> a second pass at x2; 19 px -> the first pass is
-    kept; 100 px -> x0.5 (the smallest factor); nothing found -> kept."""
+    """model.diameter 20: a pass at scale 1 finds objects 10 px across: factor 2, and its neighbours x2.8 and
+    x1.43, are tried without test-time augmentation; the one whose masks take in the largest share of the
+    foreground wins (x1.43 here, not the measured x2), and is segmented again with it when TTA is on (its
+    labels are the result when off). 19 px: x1 (the first pass), x1.47, x0.75; nothing found: scale 1."""
     from vista2d_core.segment_file import block_context
     from vista2d_core.segmenter import auto_diameter
 
@@ -313,31 +316,51 @@ def test_auto_diameter_measures_each_image_and_resamples_it(quickstart_like, tmp
         f'mode = "infer"\n[model]\ncheckpoint = "{quickstart_like.name}"\n[infer]\nauto_diameter = true\n'
     )
     recipe = load_recipe(tmp_path / "r.toml")
-    seg = Segmenter(recipe)
-    passes: list[float] = []
+    passes: list[tuple[float, bool]] = []
+    made: list[float] = []
 
-    def logits_at(data, ranges, scale):
-        passes.append(scale)
-        return torch.full((3, *data.shape[-2:]), float(scale))
+    def covered(scale: float) -> float:  # the share of the foreground in masks: best at x1.43
+        return max(0.05, 1 - abs(np.log(scale / 1.43)))
 
-    seg._logits = logits_at
-    for radius, expected in ((5, [1.0, 2.0]), (9.5, [1.0]), (50, [1.0, 0.5]), (0, [1.0])):
-        found = disk_labels(256, centers=((128, 128), (40, 40)), radius=radius) if radius else np.zeros((256, 256), np.uint16)
-        calls: list[float] = []
-        seg.postprocessor = lambda logits, found=found, calls=calls: calls.append(float(logits[0, 0, 0])) or found
-        passes.clear()
-        with caplog.at_level("DEBUG", logger="vista2d"):
-            labels = seg(np.ones((256, 256), np.float32))
-        assert passes == pytest.approx(expected, rel=0.06) and labels is found
-        # the measuring pass's labels are the result when it is kept, not made twice
-        assert calls == pytest.approx(expected, rel=0.06)
-    assert re.search(r"median diameter 10\.\d px: resampled x1\.9\d", caplog.text)
+    for tta in (False, True):
+        seg = Segmenter(recipe, tta=tta)
+
+        def logits_at(data, ranges, scale, predict=None, seg=seg):
+            passes.append((round(scale, 2), (predict or seg._predict) is seg._plain))
+            return torch.full((3, *data.shape[-2:]), float(scale))  # all foreground
+
+        seg._logits = logits_at
+        for radius, tried, best in ((5, [1.0, 2.0, 2.8, 1.43], 1.43), (9.5, [1.0, 1.47, 0.75], 1.47), (0, [1.0], 1.0)):
+            found = disk_labels(256, centers=((128, 128), (40, 40)), radius=radius) if radius else np.zeros((256, 256), np.uint16)
+
+            def postprocess(logits, found=found):
+                scale = float(logits[0, 0, 0])
+                made.append(scale)
+                if scale == 1.0:
+                    return found
+                labels = np.zeros((256, 256), np.uint16)
+                labels[: int(256 * covered(scale))] = 1
+                return labels
+
+            seg.postprocessor = postprocess
+            passes.clear()
+            made.clear()
+            with caplog.at_level("DEBUG", logger="vista2d"):
+                labels = seg(np.ones((256, 256), np.float32))
+            assert [s for s, _ in passes] == pytest.approx(tried + ([best] if tta else []), rel=0.03)
+            assert all(plain for _, plain in passes[: len(tried)])  # the trials: no test-time augmentation
+            assert made == pytest.approx(tried + ([best] if tta else []), rel=0.03)  # none made twice
+            if tta:
+                assert not passes[-1][1]  # the result: with test-time augmentation
+            else:
+                assert (labels > 0).sum() == (max(256 * int(256 * covered(s)) for s in made[1:]) if radius else 0)
+    assert re.search(r"median diameter 10\.\d px; share of the foreground in masks: .*x2\.\d\d 0\.\d\d -> x1\.4\d", caplog.text)
     # training validates without it; an explicit scale or diameter wins; the blocks' context is the widest
     # the factors can need
     assert not Segmenter(recipe, auto=False).auto and seg.auto
     assert not auto_diameter(load_recipe(tmp_path / "r.toml", ["infer.scale=1.5"]))
     assert not auto_diameter(load_recipe(tmp_path / "r.toml", ["infer.diameter=12"]))
-    assert block_context(recipe) == max(64 / 0.5 / 2, 2 * 20 / 0.5) == 80
+    assert block_context(recipe) == math.ceil(max(64 / 0.35 / 2, 2 * 20 / 0.35)) == 115
     with pytest.raises(RecipeError, match="infer.auto_diameter: the model's own object diameter is unknown"):
         recipe_from_dict({"mode": "infer", "infer": {"auto_diameter": True}})
     trained = recipe_from_dict({"mode": ["train", "infer"], "infer": {"auto_diameter": True}})  # training measures it

@@ -195,9 +195,10 @@ class Infer:
     size the model was trained on); or ``diameter``, your objects' typical diameter in pixels, sets the
     factor to ``model.diameter / diameter`` (cellpose's ``diameter``). Results come at the image's size.
     ``auto_diameter`` (when neither is set): each image is segmented once, its objects' median diameter
-    measured, and segmented again at ``model.diameter / measured`` (between 0.5 and 2; not when within 15%
-    of 1 or when nothing was found; block by block, each block on its own): up to 2x the time, for images
-    of unknown object size.
+    measured, and segmented at ``model.diameter / measured`` and at that factor x1.4 and /1.4 (all between
+    0.35 and 2.8; within 15% of 1 counts as 1; nothing found: 1), these passes without ``tta``; the factor
+    whose masks take in the largest share of the foreground wins (then with ``tta``, when on). Block by
+    block, each block on its own. About 2-3x the time, for images of unknown object size.
 
     Large and multi-dimensional images (docs/large-images.md): images with a side above ``block_size`` px
     are segmented block by block (0: always whole), each block with ``block_overlap`` px of context (default:

@@ -30,8 +30,9 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
 log = logging.getLogger("vista2d")
-AUTO_SCALES = (0.5, 2.0)  # the factors infer.auto_diameter may resample by
-AUTO_TOLERANCE = 1.15  # factors closer to 1 than this keep the first pass
+AUTO_SCALES = (0.35, 2.8)  # the factors infer.auto_diameter may resample by
+AUTO_TOLERANCE = 1.15  # factors closer to 1 than this count as 1 (the first pass)
+AUTO_STEP = 1.4  # infer.auto_diameter also tries the measured factor times and divided by this
 
 Images = np.ndarray | Sequence[np.ndarray]
 
@@ -88,9 +89,9 @@ class Segmenter:
         self.postprocessor = infer.postprocessor.create()
         self._measured: tuple[torch.Tensor, np.ndarray] | None = None
         example = torch.zeros((infer.sw_batch_size, 3, *infer.roi_size), device=self.device)
-        self._predict = self.runtime.prepare(self.model, example, recipe.model.checkpoint)
+        self._plain = self._predict = self.runtime.prepare(self.model, example, recipe.model.checkpoint)
         if infer.tta if tta is None else tta:
-            self._predict = flip_averaged(self._predict)
+            self._predict = flip_averaged(self._plain)
             if tta is None:
                 log.info("test-time augmentation on (infer.tta): 4x the model time; --set infer.tta=false is faster")
 
@@ -126,28 +127,50 @@ class Segmenter:
     def plane_logits(self, data: np.ndarray, ranges: list | None = None) -> torch.Tensor:
         """One plane, (C, H, W) or (H, W) as the reader gives it (whole, or a block with ``ranges``: see
         :meth:`preprocess`) -> (3, H, W) float32 logits on the device (resampled by ``scale``, or by the
-        factor :meth:`auto_scale` finds with ``infer.auto_diameter``)."""
-        logits = self._logits(data, ranges, self.scale)
+        factor :meth:`auto_scale` chooses with ``infer.auto_diameter``)."""
         if not self.auto:
-            return logits
-        scale = self.auto_scale(logits)
-        return logits if scale == 1.0 else self._logits(data, ranges, scale)
+            return self._logits(data, ranges, self.scale)
+        scale, logits, labels = self.auto_scale(data, ranges)
+        if self._predict is not self._plain:  # the trials ran without test-time augmentation
+            return self._logits(data, ranges, scale)
+        self._measured = (logits, labels)  # the result: see labels()
+        return logits
 
-    def auto_scale(self, logits: torch.Tensor) -> float:
-        """The factor ``model.diameter / measured`` for an image whose logits at scale 1 are ``logits``
-        (measured: the median diameter of the objects they give, cellpose's ``diameters``), within
-        AUTO_SCALES; 1.0 when that is within AUTO_TOLERANCE of 1 or no object was found."""
+    def auto_scale(self, data: np.ndarray, ranges: list | None = None) -> tuple[float, torch.Tensor, np.ndarray]:
+        """The factor for ``infer.auto_diameter``, with the logits and labels it gave (passes without test-time
+        augmentation). A pass at scale 1 measures the objects' median diameter (cellpose's ``diameters``);
+        the measured factor ``model.diameter / measured`` and that factor times and divided by AUTO_STEP
+        are tried (within AUTO_SCALES; within AUTO_TOLERANCE of 1 counts as the first pass), and the one
+        whose masks take in the largest share of the foreground (cell probability above 0.5) wins: at a
+        wrong scale the flows break objects into pieces that are dropped, or miss them. Nothing found at
+        scale 1: scale 1."""
         from cellpose.utils import diameters
 
-        labels = self.postprocessor(logits)
-        self._measured = (logits, labels)  # the result when this pass is kept: see labels()
-        if not labels.any():
-            return 1.0
-        measured = float(diameters(labels.astype(np.int32))[0])
-        scale = float(np.clip(self.recipe.model.diameter / measured, *AUTO_SCALES))
-        keep = 1 / AUTO_TOLERANCE < scale < AUTO_TOLERANCE
-        log.debug("objects' median diameter %.1f px: %s", measured, "kept at scale 1" if keep else f"resampled x{scale:.2f}")
-        return 1.0 if keep else scale
+        trials: dict[float, tuple[torch.Tensor, np.ndarray]] = {}
+
+        def trial(scale: float) -> float:
+            scale = float(np.clip(scale, *AUTO_SCALES))
+            scale = 1.0 if 1 / AUTO_TOLERANCE < scale < AUTO_TOLERANCE else scale
+            if scale not in trials:
+                logits = self._logits(data, ranges, scale, self._plain)
+                trials[scale] = (logits, self.postprocessor(logits))
+            return scale
+
+        def coverage(scale: float) -> float:
+            logits, labels = trials[scale]
+            return float((labels > 0).sum()) / max(int((logits[0] > 0).sum()), 1)
+
+        trial(1.0)
+        if not trials[1.0][1].any():
+            log.debug("no objects found at scale 1: kept")
+            return (1.0, *trials[1.0])
+        measured = float(diameters(trials[1.0][1].astype(np.int32))[0])
+        factor = self.recipe.model.diameter / measured
+        tried = sorted({trial(factor * step) for step in (1.0, AUTO_STEP, 1 / AUTO_STEP)})
+        best = max(tried, key=coverage)
+        log.debug("objects' median diameter %.1f px; share of the foreground in masks: %s -> x%.2f", measured,
+                  ", ".join(f"x{s:.2f} {coverage(s):.2f}" for s in tried), best)
+        return (best, *trials[best])
 
     def labels(self, logits: torch.Tensor) -> np.ndarray:
         """``logits`` -> labels by the postprocessor; the labels :meth:`auto_scale` made of these very
@@ -157,14 +180,16 @@ class Segmenter:
             return measured[1]
         return self.postprocessor(logits)
 
-    def _logits(self, data: np.ndarray, ranges: list | None, scale: float) -> torch.Tensor:
+    def _logits(
+        self, data: np.ndarray, ranges: list | None, scale: float, predict: Callable | None = None
+    ) -> torch.Tensor:
         infer = self.recipe.infer
         image = self.preprocess(data, ranges)
         size = image.shape[-2:]
         if scale != 1.0:
             image = F.interpolate(image, scale_factor=scale, mode="bilinear", antialias=scale < 1)
         logits = sliding_window(
-            image, self._predict, tuple(infer.roi_size), infer.overlap, infer.sw_batch_size, infer.blend
+            image, predict or self._predict, tuple(infer.roi_size), infer.overlap, infer.sw_batch_size, infer.blend
         )
         if logits.shape[-2:] != size:
             logits = F.interpolate(logits, size=size, mode="bilinear")

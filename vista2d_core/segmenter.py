@@ -146,31 +146,33 @@ class Segmenter:
         scale 1: scale 1."""
         from cellpose.utils import diameters
 
-        trials: dict[float, tuple[torch.Tensor, np.ndarray]] = {}
-
-        def trial(scale: float) -> float:
-            scale = float(np.clip(scale, *AUTO_SCALES))
-            scale = 1.0 if 1 / AUTO_TOLERANCE < scale < AUTO_TOLERANCE else scale
-            if scale not in trials:
-                logits = self._logits(data, ranges, scale, self._plain)
-                trials[scale] = (logits, self.postprocessor(logits))
-            return scale
-
-        def coverage(scale: float) -> float:
-            logits, labels = trials[scale]
-            return float((labels > 0).sum()) / max(int((logits[0] > 0).sum()), 1)
-
-        trial(1.0)
-        if not trials[1.0][1].any():
+        logits = self._logits(data, ranges, 1.0, self._plain)
+        labels = self.postprocessor(logits)
+        if not labels.any():
             log.debug("no objects found at scale 1: kept")
-            return (1.0, *trials[1.0])
-        measured = float(diameters(trials[1.0][1].astype(np.int32))[0])
+            return 1.0, logits, labels
+        measured = float(diameters(labels.astype(np.int32))[0])
         factor = self.recipe.model.diameter / measured
-        tried = sorted({trial(factor * step) for step in (1.0, AUTO_STEP, 1 / AUTO_STEP)})
-        best = max(tried, key=coverage)
+        tried = [float(np.clip(factor * step, *AUTO_SCALES)) for step in (1.0, AUTO_STEP, 1 / AUTO_STEP)]
+        tried = list(dict.fromkeys(1.0 if 1 / AUTO_TOLERANCE < t < AUTO_TOLERANCE else t for t in tried))
+        first = (logits, labels) if 1.0 in tried else None  # the measuring pass, when it is also a trial
+        del logits, labels
+        shares: dict[float, float] = {}
+        best: tuple[float, torch.Tensor, np.ndarray] | None = None  # only the best pass's arrays are kept
+        for scale in tried:
+            if scale == 1.0 and first is not None:
+                logits, labels = first
+            else:
+                logits = self._logits(data, ranges, scale, self._plain)
+                labels = self.postprocessor(logits)
+            shares[scale] = float((labels > 0).sum()) / max(int((logits[0] > 0).sum()), 1)
+            if best is None or shares[scale] > shares[best[0]]:
+                best = (scale, logits, labels)
+            del logits, labels
+        first = None
         log.debug("objects' median diameter %.1f px; share of the foreground in masks: %s -> x%.2f", measured,
-                  ", ".join(f"x{s:.2f} {coverage(s):.2f}" for s in tried), best)
-        return (best, *trials[best])
+                  ", ".join(f"x{s:.2f} {shares[s]:.2f}" for s in sorted(shares)), best[0])
+        return best
 
     def labels(self, logits: torch.Tensor) -> np.ndarray:
         """``logits`` -> labels by the postprocessor; the labels :meth:`auto_scale` made of these very

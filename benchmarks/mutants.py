@@ -182,8 +182,8 @@ MUTANTS = [
            "vista2d_core/segmenter.py", "        if not self.auto:\n", "        if True:\n",
            ("tests/test_first_hour.py::test_auto_diameter_measures_each_image_and_resamples_it",)),
     Mutant("auto-diameter-measured-only", "infer.auto_diameter: the measured factor, its neighbours never win",
-           "vista2d_core/segmenter.py", "        best = max(tried, key=coverage)\n",
-           "        best = float(np.clip(factor, *AUTO_SCALES))\n",
+           "vista2d_core/segmenter.py", "for step in (1.0, AUTO_STEP, 1 / AUTO_STEP)]",
+           "for step in (1.0,)]",
            ("tests/test_first_hour.py::test_auto_diameter_measures_each_image_and_resamples_it",)),
 ]
 

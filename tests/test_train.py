@@ -91,6 +91,23 @@ def test_adamw_accumulation_and_mixed_precision_train(tmp_path):
     assert all(torch.isfinite(p).all() for p in trainer.net.parameters())
 
 
+def test_compile_runtime_trains_the_compiled_module(tmp_path):
+    graphs: list[bool] = []  # one entry per graph the backend compiled: whether it was traced for training
+
+    @torch._dynamo.register_backend(name="vista2d_test_recording")
+    def recording(gm: torch.fx.GraphModule, example_inputs: list) -> Any:
+        graphs.append(torch.is_grad_enabled())
+        return gm.forward
+
+    data = tiny_recipe_data(tmp_path / "run", tmp_path / "data", epochs=1, test=False,
+                            runtime={"name": "compile", "backend": "vista2d_test_recording"})
+    trainer = Trainer(recipe_from_dict(data))
+    best = trainer.fit()
+    assert any(graphs)  # the training steps ran through torch.compile, with gradients
+    assert all(torch.isfinite(p).all() for p in trainer.net.parameters())
+    assert not any(k.startswith("_orig_mod.") for k in read_checkpoint(best)["state_dict"])  # the plain net is saved
+
+
 @pytest.mark.slow
 def test_finetune_starts_from_a_checkpoint(tmp_path):
     data = tiny_recipe_data(tmp_path / "run", tmp_path / "data", epochs=1, learning_rate=1e-12, test=False,

@@ -172,7 +172,8 @@ class Runtime(abc.ABC):
     ``prepare(model, example)`` -> a callable ``(B, 3, H, W) float tensor -> logits float32 tensor`` for
     inference; ``example`` is an input of the shape it will see (for tracing/compiling engines) and
     ``checkpoint`` the file the weights came from (for caches), or None.
-    ``can_train`` says whether :meth:`autocast` and :meth:`grad_scaler` may be used in a training step.
+    ``can_train`` says whether :meth:`train_module`, :meth:`autocast` and :meth:`grad_scaler` may be used in
+    training.
     """
 
     Options: ClassVar[type] = NoOptions
@@ -180,6 +181,10 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     def prepare(self, model: Any, example: torch.Tensor, checkpoint: Path | None = None) -> Any: ...
+
+    def train_module(self, model: torch.nn.Module) -> Any:
+        """The callable a training step runs: ``model`` itself, or a wrapper that shares its parameters."""
+        return model
 
     def autocast(self, device: torch.device) -> Any:
         """Context manager for the forward pass of a training step."""

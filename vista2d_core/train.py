@@ -140,7 +140,7 @@ class Trainer:
                 self.net = net
             ids = [self.device.index] if self.device.type == "cuda" else None
             net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
-        self.model = net
+        self.model = self.runtime.train_module(net)  # torch.compile'd by runtime compile; self.net is saved
         params = [p for p in self.net.parameters() if p.requires_grad]
         fused = self.device.type in ("cpu", "cuda")  # one kernel for all parameters (3x faster on CPU)
         if cfg.optimizer == "sgd":

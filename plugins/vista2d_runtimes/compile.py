@@ -34,13 +34,17 @@ class CompileRuntime(Runtime):
         self.options = options
 
     def prepare(self, model: Any, example: torch.Tensor, checkpoint: Path | None = None) -> Any:
-        """The compiled module (it shares the model's parameters, so it trains too). Compilation happens
-        on the first call, here with ``example``, so its cost is not paid by the first real input."""
+        """The compiled module (:meth:`train_module`). Compilation happens on the first call, here with
+        ``example``, so its cost is not paid by the first real input."""
+        compiled = self.train_module(model)
+        with torch.inference_mode():
+            compiled(example)
+        return compiled
+
+    def train_module(self, model: Any) -> Any:
+        """``torch.compile(model)`` with these options; it compiles on its first call."""
         o = self.options
         backends = torch._dynamo.list_backends(exclude_tags=())
         if o.backend not in backends:
             raise UserError(f"runtime compile: unknown backend '{o.backend}' (available: {', '.join(backends)})")
-        compiled = torch.compile(model, mode=o.mode, dynamic=o.dynamic, fullgraph=o.fullgraph, backend=o.backend)
-        with torch.inference_mode():
-            compiled(example)
-        return compiled
+        return torch.compile(model, mode=o.mode, dynamic=o.dynamic, fullgraph=o.fullgraph, backend=o.backend)

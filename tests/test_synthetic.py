@@ -190,3 +190,20 @@ def test_composites_have_empty_channels() -> None:
             if labels.any():
                 assert lit[0][labels > 0].mean() > lit[0][labels == 0].mean()  # bright cells on dark
     assert 0 < empty_red < 16 and composites > 0
+
+
+def test_tissue_epithelia_tile_without_gaps() -> None:
+    """About half the tissue images are epithelia: cells share their outlines (no background between
+    neighbours) and each cell's nucleus lies inside it, away from the outline (the label is the whole cell)."""
+    epithelia = 0
+    for seed in range(10):
+        image, labels = synthetic._make_pair(np.random.default_rng(seed), 128, "tissue")
+        shared = synthetic._edges(labels, between_cells=True).sum() / synthetic._edges(labels, between_cells=False).sum()
+        if shared > 0.6:
+            epithelia += 1
+            depth = ndimage.distance_transform_edt(~synthetic._edges(labels, between_cells=False))
+            blue = image[2].astype(float)
+            assert blue[(labels > 0) & (depth > 4)].mean() > 1.5 * blue[(labels > 0) & (depth < 2)].mean()
+        else:
+            assert shared < 0.4  # tissue drawn as separate cells: most outlines border background
+    assert 2 <= epithelia <= 8

@@ -3,8 +3,9 @@
 Every image has one of five looks: ``fluorescence`` (bright cells on dark, or inverted: dark on bright),
 ``phase_dark`` (dark cells with a bright halo on a bright background), ``phase_bright`` (bright cells with
 a dark halo on grey), ``he`` (RGB: haematoxylin nuclei with chromatin on eosin, stain vectors varying
-from slide to slide) and ``tissue`` (RGB: tiled cells with green membranes, blue nuclei, membranes
-missing in places); some fluorescence images are RGB composites of one colour. Cells are round, rod-like
+from slide to slide) and ``tissue`` (RGB: crowded cells with green membranes, blue nuclei, membranes
+missing in places; half of them epithelia, polygonal cells tiling a region); some fluorescence images are
+RGB composites of one colour. Cells are round, rod-like
 (bent, up to 10:1) or spindle-shaped, 6 to ~80 px long, with smooth random radial perturbation; images
 are sparse, crowded or dense colonies; touching cells split along a weighted-Voronoi line that shows only
 as slight dimming. Images carry out-of-focus cells, unlabelled debris, blur, Poisson and Gaussian noise,
@@ -26,7 +27,7 @@ from scipy import ndimage
 
 from .files import atomic_path, atomic_write_text
 
-VERSION = 3  # bump whenever the images change, so that existing datasets regenerate
+VERSION = 4  # bump whenever the images change, so that existing datasets regenerate
 MIN_SIZE = 20  # pixels; smaller objects are removed (cellpose drops objects under 15)
 STYLES = ("fluorescence", "phase_dark", "phase_bright", "he", "tissue")
 # the training set's cycle of looks: the hard ones (H&E, rods in phase contrast, tissue) twice
@@ -102,8 +103,11 @@ def make_image(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
 
 def _make_pair(rng: np.random.Generator, size: int, style: str) -> tuple[np.ndarray, np.ndarray]:
     """make_image with a given look (one of STYLES)."""
-    dense = style == "tissue" or rng.random() < 0.6
-    labels, dist = _rasterise(_place_cells(rng, size, style, dense), size)
+    if style == "tissue" and rng.random() < 0.5:
+        labels, dist = _mosaic(rng, size)
+    else:
+        dense = style == "tissue" or rng.random() < 0.6
+        labels, dist = _rasterise(_place_cells(rng, size, style, dense), size)
     image = _RENDER[style](rng, labels, dist)
     return image, labels.astype(np.uint16)
 
@@ -252,6 +256,32 @@ def _rasterise(cells: list[_Cell], size: int) -> tuple[np.ndarray, np.ndarray]:
         win = (d < 1) & (d < dist[y0:y1, x0:x1])
         labels[y0:y1, x0:x1][win] = i
         dist[y0:y1, x0:x1][win] = d[win]
+    return _tidy(labels, dist)
+
+
+def _mosaic(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Epithelium: polygonal cells that tile a region of the image without gaps (the Voronoi cells of a
+    jittered grid, radius 9 to 18 px), as _rasterise returns them; dist runs from 0 at the cell's seed
+    to 1 at its outline."""
+    spacing = 1.8 * rng.uniform(9.0, 18.0)
+    grid = np.arange(-spacing / 2, size + spacing, spacing)
+    cy, cx = (a.ravel() + rng.uniform(-0.35, 0.35, a.size) * spacing for a in np.meshgrid(grid, grid))
+    inside = (cy >= 0) & (cy < size) & (cx >= 0) & (cx < size)
+    seeds = np.zeros((size, size), np.int32)
+    seeds[cy[inside].astype(int), cx[inside].astype(int)] = np.arange(1, inside.sum() + 1)
+    to_seed, (iy, ix) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+    labels = seeds[iy, ix]
+    region = _smooth(rng, (size, size), size / 5) > rng.uniform(-2.0, 0.3)  # 40 % to all of the image
+    labels[~region] = 0
+    to_edge = ndimage.distance_transform_edt(~_edges(labels, between_cells=False))
+    dist = to_seed / (to_seed + to_edge + 1e-6)
+    return _tidy(labels, dist)
+
+
+def _tidy(labels: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keep each label's largest connected piece, drop those under MIN_SIZE, number them 1..N; dist inf
+    on background."""
+    dist = np.where(labels > 0, dist, np.inf)
     for i, box in enumerate(ndimage.find_objects(labels), 1):
         if box is None:
             continue
@@ -259,9 +289,9 @@ def _rasterise(cells: list[_Cell], size: int) -> tuple[np.ndarray, np.ndarray]:
         if n > 1:
             stray = (parts > 0) & (parts != np.argmax(np.bincount(parts.ravel())[1:]) + 1)
             labels[box][stray] = 0
-    keep = np.bincount(labels.ravel(), minlength=len(cells) + 1) >= MIN_SIZE
+    keep = np.bincount(labels.ravel()) >= MIN_SIZE
     keep[0] = False
-    lut = np.zeros(len(cells) + 1, np.int32)
+    lut = np.zeros(len(keep), np.int32)
     lut[keep] = np.arange(1, keep.sum() + 1)
     labels = lut[labels]
     dist[labels == 0] = np.inf

@@ -6,11 +6,10 @@ a dark halo on grey), ``he`` (RGB: haematoxylin nuclei with chromatin on eosin, 
 from slide to slide) and ``tissue`` (RGB: crowded cells with green membranes, blue nuclei, membranes
 missing in places; half of them epithelia, polygonal cells tiling a region); some fluorescence images are
 RGB composites of one colour. Cells are round, rod-like (bent, up to 10:1) or spindle-shaped, 6 to ~80 px
-long, with smooth random radial perturbation; images
-are sparse, crowded or dense colonies; touching cells split along a weighted-Voronoi line that shows only
-as slight dimming. Images carry out-of-focus cells, unlabelled debris, blur, Poisson and Gaussian noise,
-uneven illumination, sometimes a tiling seam or saturation, and come in uint8, uint16 (small and large
-ranges) and float32, as TIFF or PNG.
+long, with smooth random radial perturbation; images are sparse, crowded or dense colonies; touching cells
+split along a weighted-Voronoi line that shows only as slight dimming. Images carry out-of-focus cells,
+unlabelled debris, blur, Poisson and Gaussian noise, uneven illumination, sometimes a tiling seam or
+saturation, and come in uint8, uint16 (small and large ranges) and float32, as TIFF or PNG.
 """
 
 from __future__ import annotations

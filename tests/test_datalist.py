@@ -19,6 +19,7 @@ from vista2d_core.datalist import (
     read_datalist,
     resolve_datalists,
     sample_weights,
+    to_diameter,
 )
 from vista2d_core.errors import UserError
 from vista2d_core.recipe import Data, Datalist, Synthetic
@@ -145,6 +146,45 @@ def test_dataset_crops_normalised_images(tmp_path):
     assert 0 <= sample["image"].min() and sample["image"].max() <= 1
     assert torch.equal(dataset[(1, 123)]["label"], sample["label"])
     assert 1 in dataset.cache
+
+
+def test_to_diameter_brings_the_objects_to_the_given_size():
+    from cellpose.utils import diameters
+
+    image, labels = np.zeros((1, 60, 60), np.float32), np.zeros((60, 60), np.int32)
+    yy, xx = np.mgrid[:60, :60]
+    for i, (y, x) in enumerate([(15, 15), (15, 45), (45, 30)], 1):
+        labels[(yy - y) ** 2 + (xx - x) ** 2 < 25] = i
+    image[0] = labels > 0
+    side = round(60 * 20.0 / diameters(labels)[0])  # objects ~9.4 px across (cellpose's measure): x2.1
+    big_image, big = to_diameter(image, labels, 20.0)
+    assert big.shape == (side, side) and big_image.shape == (1, side, side) and big.dtype == np.int32
+    assert set(np.unique(big)) == {0, 1, 2, 3} and abs(diameters(big)[0] - 20.0) < 1.0
+    bright, inside = big_image[0] > 0.5, big > 0  # image and labels stay aligned
+    assert (bright & inside).sum() / (bright | inside).sum() > 0.95
+    assert to_diameter(image, labels, 100.0)[1].shape == (240, 240)  # at most 4x
+    small = to_diameter(image, labels, 4.7)[1]
+    assert small.shape == (30, 30) and set(np.unique(small)) == {0, 1, 2, 3}
+    empty = np.zeros_like(labels)
+    assert to_diameter(image, empty, 20.0)[1] is empty
+
+
+def test_dataset_resamples_to_the_training_diameter_and_the_model_records_it(tmp_path):
+    from tiny_training import tiny_recipe_data
+
+    from vista2d_core.context import start_run
+    from vista2d_core.recipe import recipe_from_dict
+
+    split = read_datalist(Datalist(_write(tmp_path, n_train=2, size=(40, 50))), fold=9)  # 10x10 squares
+    dataset = TrainDataset(split.train, Data(), roi=(32, 32), cache=True, diameter=22.57)  # 11.28 px: x2
+    dataset[(0, 1)]
+    image, labels = dataset.cache[0]
+    assert labels.shape == (80, 100) and image.shape == (3, 80, 100) and labels.sum() == 400
+
+    data = tiny_recipe_data(tmp_path / "run", tmp_path / "syn")
+    assert start_run(recipe_from_dict(data)).recipe.model.diameter != 22.0  # measured on the labels
+    data["train"]["augment"]["diameter"] = 22.0
+    assert start_run(recipe_from_dict(data)).recipe.model.diameter == 22.0
 
 
 def test_synthetic_hook_generates_a_datalist(tmp_path):

@@ -40,7 +40,8 @@ def start_run(recipe: Recipe) -> RunContext:
     if "train" in recipe.mode:
         if not split.train:
             raise UserError(f"data: no training items (all items are in validation fold {data.fold}?)")
-        diameter = check_files(split.train + split.val + split.test, datalists)
+        measured = check_files(split.train + split.val + split.test, datalists)
+        diameter = recipe.train.augment.diameter or measured  # training resamples the images to the former
         if recipe.model.diameter is None and diameter:  # saved with the model, for infer.diameter
             recipe = attrs.evolve(recipe, model=attrs.evolve(recipe.model, diameter=round(diameter, 1)))
     if "eval" in recipe.mode:

@@ -139,6 +139,11 @@ class Augment:
     """Not in the reference: colour images only, each channel's gain and offset jittered (stain variation)."""
     stain_std: float = 0.15
     """Spread of the stain jitter: gains lognormal with this sigma, offsets uniform in +- this / 2."""
+    diameter: float = attrs.field(default=0.0, validator=v.ge(0.0))
+    """Not in the reference (cellpose's ``diam_mean``): when > 0, each training image is first resampled so
+    that its objects' median diameter is this many px (by a factor kept within 1/4 to 4; images without
+    objects stay as they are), and ``model.diameter`` is this: the model learns one object size and
+    ``infer.auto_diameter`` brings every image to it. 0: images at their own size."""
 
 
 @attrs.define

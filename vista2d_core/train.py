@@ -190,7 +190,7 @@ class Trainer:
         cfg, data = self.cfg, self.recipe.data
         weights = sample_weights(self.split.train) if data.weighted_sampling else None
         self.sampler = TrainSampler(len(self.split.train), self.recipe.seed, weights, cfg.samples_per_epoch)
-        dataset = TrainDataset(self.split.train, data, cfg.augment.roi_size, cache=data.cache)
+        dataset = TrainDataset(self.split.train, data, cfg.augment.roi_size, cache=data.cache, diameter=cfg.augment.diameter)
         return DataLoader(
             dataset, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=cfg.num_workers,
             pin_memory=self.device.type == "cuda", persistent_workers=cfg.num_workers > 0,
@@ -247,7 +247,7 @@ class Trainer:
         train_seconds = time.perf_counter() - start
         ap, val_seconds = None, 0.0
         if validate and self.split.val:
-            ap = self._score(self.split.val, "validating")
+            ap = self._score(self.split.val, "validating", auto=bool(self.cfg.augment.diameter))
             val_seconds = time.perf_counter() - start - train_seconds
         self.scheduler.step()
         row = {"epoch": epoch, "lr": lr, "train_loss": loss, "val_ap": ap, "train_seconds": train_seconds,

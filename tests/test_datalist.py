@@ -185,6 +185,8 @@ def test_dataset_resamples_to_the_training_diameter_and_the_model_records_it(tmp
     assert start_run(recipe_from_dict(data)).recipe.model.diameter != 22.0  # measured on the labels
     data["train"]["augment"]["diameter"] = 22.0
     assert start_run(recipe_from_dict(data)).recipe.model.diameter == 22.0
+    data["model"]["diameter"] = 30.0  # e.g. from the checkpoint fine-tuned: the new training's size wins
+    assert start_run(recipe_from_dict(data)).recipe.model.diameter == 22.0
 
 
 def test_synthetic_hook_generates_a_datalist(tmp_path):

@@ -41,8 +41,9 @@ def start_run(recipe: Recipe) -> RunContext:
         if not split.train:
             raise UserError(f"data: no training items (all items are in validation fold {data.fold}?)")
         measured = check_files(split.train + split.val + split.test, datalists)
-        diameter = recipe.train.augment.diameter or measured  # training resamples the images to the former
-        if recipe.model.diameter is None and diameter:  # saved with the model, for infer.diameter
+        trained_at = recipe.train.augment.diameter  # training resamples every image to this object size
+        diameter = trained_at or (measured if recipe.model.diameter is None else None)
+        if diameter:  # saved with the model, for infer.diameter and infer.auto_diameter
             recipe = attrs.evolve(recipe, model=attrs.evolve(recipe.model, diameter=round(diameter, 1)))
     if "eval" in recipe.mode:
         if not split.test:

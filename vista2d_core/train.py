@@ -247,7 +247,7 @@ class Trainer:
         train_seconds = time.perf_counter() - start
         ap, val_seconds = None, 0.0
         if validate and self.split.val:
-            ap = self._score(self.split.val, "validating", auto=bool(self.cfg.augment.diameter))
+            ap = self._score(self.split.val, "validating")
             val_seconds = time.perf_counter() - start - train_seconds
         self.scheduler.step()
         row = {"epoch": epoch, "lr": lr, "train_loss": loss, "val_ap": ap, "train_seconds": train_seconds,
@@ -310,11 +310,15 @@ class Trainer:
         distributed.broadcast_buffers(self.net)
         return _mean_over_ranks(total.item(), count)
 
-    def _score(self, items: list[Item], description: str, tta: bool = False, auto: bool = False) -> float:
+    def _score(self, items: list[Item], description: str, tta: bool = False, auto: bool | None = None) -> float:
         """Mean AP@0.5 over ``items`` (each rank scores its share), test-time augmented when ``tta``,
-        measured and resampled image by image when ``auto`` (and ``infer.auto_diameter``)."""
+        measured and resampled image by image when ``auto`` (and ``infer.auto_diameter``); by default when
+        training resamples its images to one object size (``train.augment.diameter``)."""
         from .evaluate import score_items
         from .segmenter import Segmenter
+
+        if auto is None:
+            auto = bool(self.cfg.augment.diameter)
 
         segmenter = Segmenter(self.recipe, model=self.net, device=self.device, tta=tta, auto=auto)
         scores = score_items(segmenter, distributed.shard(items), [0.5], description)

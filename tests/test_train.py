@@ -155,3 +155,21 @@ def test_resume_needs_a_training_state(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "run" / "model_final.pt")
     with pytest.raises(UserError, match="no training state"):
         trainer._build()
+
+
+@pytest.mark.parametrize("diameter", [0.0, 18.0])
+def test_validation_resamples_each_image_when_training_does(tmp_path, monkeypatch, diameter):
+    """Trained at one object size (train.augment.diameter), the model is validated as inference runs it:
+    each image measured and resampled (auto); trained at the images' own sizes, at scale 1."""
+    import vista2d_core.evaluate
+    import vista2d_core.segmenter
+
+    seen: list[bool] = []
+    monkeypatch.setattr(vista2d_core.segmenter, "Segmenter", lambda recipe, **kw: seen.append(kw["auto"]))
+    monkeypatch.setattr(vista2d_core.evaluate, "score_items", lambda *args: [])
+    data = tiny_recipe_data(tmp_path / "run", tmp_path / "data", augment={"roi_size": [64, 64], "diameter": diameter})
+    trainer = Trainer(recipe_from_dict({**data, "infer": {**data["infer"], "auto_diameter": True}}))
+    trainer.net = torch.nn.Identity()  # not built: no training here
+    trainer._score(trainer.split.val, "validating")
+    trainer._score(trainer.split.val, "testing", auto=True)
+    assert seen == [bool(diameter), True]

@@ -118,3 +118,31 @@ def test_eval_reports_missing_label_files(tmp_path, rng, capsys):
     assert main(["run", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert "img0_masks.tif: no such file" in err and "Traceback" not in err
+
+
+def test_eval_and_infer_segment_each_testing_image_once(tmp_path, rng, monkeypatch):
+    """A run of eval then infer on the testing items segments each image once, writes infer's outputs and
+    scores exactly what eval alone scores; with infer.resume the stages run apart (two passes)."""
+    from vista2d_core.segmenter import Segmenter
+
+    calls = []
+    plane_logits = Segmenter.plane_logits
+    monkeypatch.setattr(Segmenter, "plane_logits", lambda self, *a, **k: calls.append(1) or plane_logits(self, *a, **k))
+    a = make_datalist(tmp_path, "a", 3, rng)
+    data = {"datalists": [{"path": str(a)}]}
+    infer = {"postprocessor": UNTRAINED_POSTPROCESSOR, "writers": ["tiff"]}
+    alone = write_recipe(tmp_path / "alone.toml", "eval", data=data, infer=infer, output_dir="alone")
+    assert main(["run", str(alone)]) == 0 and len(calls) == 3
+    calls.clear()
+    both = write_recipe(tmp_path / "both.toml", ["eval", "infer"], data=data, infer=infer, output_dir="both")
+    assert main(["run", str(both)]) == 0 and len(calls) == 3
+    expected = json.loads((tmp_path / "alone" / "eval.json").read_text())
+    assert json.loads((tmp_path / "both" / "eval.json").read_text()) == expected
+    assert any(image["predicted_objects"] for image in expected["images"])  # something to compare
+    masks = sorted((tmp_path / "both" / "predictions").glob("*_masks.tif"))
+    assert [m.name for m in masks] == ["img0_masks.tif", "img1_masks.tif", "img2_masks.tif"]
+    calls.clear()
+    resumed = write_recipe(tmp_path / "resume.toml", ["eval", "infer"], data=data,
+                           infer={**infer, "resume": True}, output_dir="resume")
+    assert main(["run", str(resumed)]) == 0 and len(calls) == 6
+    assert json.loads((tmp_path / "resume" / "eval.json").read_text()) == expected

@@ -54,20 +54,53 @@ def average_precision(true: np.ndarray, pred: np.ndarray, thresholds: Sequence[f
     return [float(a) for a in ap]
 
 
+def score_labels(item: Item, pred: np.ndarray, thresholds: Sequence[float]) -> ImageScore:
+    """Score predicted labels against ``item``'s label file (UserError naming the file when it has none or
+    its shape differs)."""
+    if item.label is None:
+        raise UserError(f"{item.image}: this testing item has no 'label': cannot score it")
+    true = read_labels(item.label)
+    if true.shape != pred.shape:
+        raise UserError(f"{item.label}: label shape {true.shape} differs from its image's {pred.shape}")
+    ap = average_precision(true, pred, thresholds)
+    return ImageScore(str(item.image), item.source, ap, int(len(np.unique(true)) - 1), int(pred.max()))
+
+
 def score_items(segmenter: Any, items: Sequence[Item], thresholds: Sequence[float], description: str = "scoring") -> list[ImageScore]:
     """Segment each item with ``segmenter`` and score it against its label file."""
     scores = []
     with progress_bar() as bar:
         for item in bar.track(items, description=description):
-            if item.label is None:
-                raise UserError(f"{item.image}: this testing item has no 'label': cannot score it")
-            pred = segmenter.predict(read_image(item.image)).labels
-            true = read_labels(item.label)
-            if true.shape != pred.shape:
-                raise UserError(f"{item.label}: label shape {true.shape} differs from its image's {pred.shape}")
-            ap = average_precision(true, pred, thresholds)
-            scores.append(ImageScore(str(item.image), item.source, ap, int(len(np.unique(true)) - 1), int(pred.max())))
+            scores.append(score_labels(item, segmenter.predict(read_image(item.image)).labels, thresholds))
     return scores
+
+
+class Scorer:
+    """Scores the testing items from predictions made elsewhere (the infer stage's, when a run has both
+    stages: each image segmented once). Call it with each image's path and labels, then :meth:`finish`."""
+
+    def __init__(self, recipe: Recipe, context: RunContext) -> None:
+        self.recipe, self.context = recipe, context
+        self.items = {str(item.image): item for item in context.split.test}
+        self.scores: list[ImageScore] = []
+
+    def __call__(self, path: Path, labels: np.ndarray) -> None:
+        """Score one testing item's predicted labels (UserError when ``path`` is not a testing item)."""
+        item = self.items.get(str(path))
+        if item is None:
+            raise UserError(f"{path}: not one of the datalists' testing items: cannot score it")
+        self.scores.append(score_labels(item, np.asarray(labels), self.recipe.eval.iou_thresholds))
+
+    def finish(self) -> dict[str, Any]:
+        """Gather every rank's scores; print the table, write eval.json and eval.csv; return the results."""
+        scores = distributed.gather(self.scores)
+        names = [str(d.path) for d in self.context.datalists]
+        thresholds = self.recipe.eval.iou_thresholds
+        results = {"thresholds": list(thresholds), **summarize(scores, names), "images": [attrs.asdict(s) for s in scores]}
+        if distributed.is_main_process():
+            print_table(results)
+            write_results(results, self.recipe.output_dir)
+        return results
 
 
 def summarize(scores: Sequence[ImageScore], names: Sequence[str]) -> dict[str, Any]:
@@ -88,16 +121,12 @@ def evaluate(recipe: Recipe, context: RunContext | None = None) -> dict[str, Any
 
     if context is None:
         context = start_run(attrs.evolve(recipe, mode=["eval"]))
-    items = context.split.test
-    thresholds = recipe.eval.iou_thresholds
-    scores = score_items(Segmenter(recipe, device=context.device), distributed.shard(items), thresholds, "evaluating")
-    scores = distributed.gather(scores)
-    names = [str(d.path) for d in context.datalists]
-    results = {"thresholds": list(thresholds), **summarize(scores, names), "images": [attrs.asdict(s) for s in scores]}
-    if distributed.is_main_process():
-        print_table(results)
-        write_results(results, recipe.output_dir)
-    return results
+    scorer = Scorer(recipe, context)
+    segmenter = Segmenter(recipe, device=context.device)
+    with progress_bar() as bar:
+        for item in bar.track(distributed.shard(context.split.test), description="evaluating"):
+            scorer(item.image, segmenter.predict(read_image(item.image)).labels)
+    return scorer.finish()
 
 
 def print_table(results: dict[str, Any]) -> None:

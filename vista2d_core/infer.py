@@ -12,9 +12,11 @@ import glob
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
+import numpy as np
 
 from . import distributed
 from .context import RunContext, start_run
@@ -105,9 +107,13 @@ def infer_inputs(recipe: Recipe, context: RunContext) -> tuple[list[Path], list[
     return [item.image for item in items], []
 
 
-def infer(recipe: Recipe, context: RunContext | None = None) -> int:
+def infer(
+    recipe: Recipe, context: RunContext | None = None, score: Callable[[Path, np.ndarray], None] | None = None
+) -> int:
     """Run the infer stage; return 1 when any input failed (each reported), else 0. ``context``: the run's
-    (:func:`~vista2d_core.context.start_run`), set up from ``recipe`` when not given."""
+    (:func:`~vista2d_core.context.start_run`), set up from ``recipe`` when not given. ``score``: called with
+    each image's path and labels once its outputs are written (the eval stage's
+    :class:`~vista2d_core.evaluate.Scorer`); an error it raises fails that image."""
     from .segment_file import file_key, segment_file, settings_key
     from .segmenter import Segmenter
 
@@ -139,8 +145,11 @@ def infer(recipe: Recipe, context: RunContext | None = None) -> int:
                 work = out_dir / ".vista2d" / f"{stem}.zarr"
                 prediction, objects, cleanup = segment_file(path, segmenter, executor, work, keep_logits)
                 written = _write(prediction, writers, out_dir, stem)
+                labels = np.asarray(prediction.labels) if score is not None else None  # before the work store goes
                 cleanup()
                 atomic_write_text(done, json.dumps({**record, "outputs": [str(p) for p in written]}))
+                if score is not None:
+                    score(path, labels)
             except Exception as exc:  # one broken image must not stop the others
                 if isinstance(exc, UserError):
                     reason = str(exc).removeprefix(f"{path}: ")

@@ -1,5 +1,9 @@
 """Run a recipe's stages in order: train -> eval -> infer, each stage using the previous one's model, all
-sharing one :class:`~vista2d_core.context.RunContext` (device, process group, datalists, split)."""
+sharing one :class:`~vista2d_core.context.RunContext` (device, process group, datalists, split).
+
+When eval and infer follow each other and infer segments the testing items (no ``infer.inputs``, no
+``infer.resume``), the two run as one pass: each image is segmented once, its outputs written and its
+labels scored."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ def run(recipe: Recipe) -> int:
     context = start_run(recipe)
     recipe = context.recipe
     status = 0
+    fused = scores_infer_outputs(recipe)
     for stage in recipe.mode:
         if stage == "train":
             from .train import train
@@ -26,11 +31,25 @@ def run(recipe: Recipe) -> int:
             checkpoint = train(recipe, context)
             recipe = attrs.evolve(recipe, model=attrs.evolve(recipe.model, checkpoint=checkpoint))
         elif stage == "eval":
+            if fused:
+                continue  # scored by the infer stage, from the same predictions
             from .evaluate import evaluate
 
             evaluate(recipe, context)
         else:
+            from .evaluate import Scorer
             from .infer import infer
 
-            status = max(status, infer(recipe, context))
+            scorer = Scorer(recipe, context) if fused else None
+            status = max(status, infer(recipe, context, scorer))
+            if scorer is not None:
+                log.info("evaluation: scored from the infer stage's predictions (each image segmented once)")
+                scorer.finish()
     return status
+
+
+def scores_infer_outputs(recipe: Recipe) -> bool:
+    """Whether eval and infer run as one pass: adjacent stages, infer on the testing items, not resuming."""
+    mode = recipe.mode
+    return ("eval" in mode and "infer" in mode and abs(mode.index("eval") - mode.index("infer")) == 1
+            and not recipe.infer.inputs and not recipe.infer.resume)

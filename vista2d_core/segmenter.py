@@ -78,9 +78,7 @@ class Segmenter:
         self.recipe = recipe
         self.device = resolve_device(recipe.device) if device is None else torch.device(device)
         if model is None:
-            if recipe.model.checkpoint is None:
-                log.warning("model.checkpoint is not set: segmenting with untrained weights")
-            model = build_model(recipe.model)
+            model = self._build(recipe)
         self.model = model.to(self.device).eval()
         infer = recipe.infer
         self.scale = image_scale(recipe)
@@ -94,6 +92,17 @@ class Segmenter:
             self._predict = flip_averaged(self._plain)
             if tta is None:
                 log.info("test-time augmentation on (infer.tta): 4x the model time; --set infer.tta=false is faster")
+
+    @staticmethod
+    def _build(recipe: Recipe) -> torch.nn.Module:
+        """The recipe's model; without a checkpoint its untrained weights are drawn from ``recipe.seed`` (the
+        same in every run, the global random state left as it was)."""
+        if recipe.model.checkpoint is not None:
+            return build_model(recipe.model)
+        log.warning("model.checkpoint is not set: segmenting with untrained weights (drawn from seed %d)", recipe.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(recipe.seed)
+            return build_model(recipe.model)
 
     @classmethod
     def from_recipe(

@@ -15,11 +15,12 @@ from vista2d_core.datalist import (
     TrainDataset,
     TrainSampler,
     check_files,
+    diameter_factor,
     load_split,
     read_datalist,
+    resample,
     resolve_datalists,
     sample_weights,
-    to_diameter,
 )
 from vista2d_core.errors import UserError
 from vista2d_core.recipe import Data, Datalist, Synthetic
@@ -148,7 +149,7 @@ def test_dataset_crops_normalised_images(tmp_path):
     assert 1 in dataset.cache
 
 
-def test_to_diameter_brings_the_objects_to_the_given_size():
+def test_diameter_factor_and_resample_bring_the_objects_to_the_given_size():
     from cellpose.utils import diameters
 
     image, labels = np.zeros((1, 60, 60), np.float32), np.zeros((60, 60), np.int32)
@@ -156,17 +157,17 @@ def test_to_diameter_brings_the_objects_to_the_given_size():
     for i, (y, x) in enumerate([(15, 15), (15, 45), (45, 30)], 1):
         labels[(yy - y) ** 2 + (xx - x) ** 2 < 25] = i
     image[0] = labels > 0
-    side = round(60 * 20.0 / diameters(labels)[0])  # objects ~9.4 px across (cellpose's measure): x2.1
-    big_image, big = to_diameter(image, labels, 20.0)
+    factor = diameter_factor(labels, 20.0)
+    assert factor == pytest.approx(20.0 / diameters(labels)[0])  # objects ~9.4 px across (cellpose's measure)
+    side = round(60 * factor)
+    big_image, big = resample(image, labels, (side, side))
     assert big.shape == (side, side) and big_image.shape == (1, side, side) and big.dtype == np.int32
     assert set(np.unique(big)) == {0, 1, 2, 3} and abs(diameters(big)[0] - 20.0) < 1.0
     bright, inside = big_image[0] > 0.5, big > 0  # image and labels stay aligned
     assert (bright & inside).sum() / (bright | inside).sum() > 0.95
-    assert to_diameter(image, labels, 100.0)[1].shape == (240, 240)  # at most 4x
-    small = to_diameter(image, labels, 4.7)[1]
-    assert small.shape == (30, 30) and set(np.unique(small)) == {0, 1, 2, 3}
-    empty = np.zeros_like(labels)
-    assert to_diameter(image, empty, 20.0)[1] is empty
+    assert diameter_factor(labels, 100.0) == 4.0 and diameter_factor(labels, 1.0) == 0.25  # as inference
+    assert diameter_factor(labels, diameters(labels)[0] * 1.01) == 1.0
+    assert diameter_factor(np.zeros_like(labels), 20.0) == 1.0  # no objects: as they are
 
 
 def test_dataset_resamples_to_the_training_diameter_and_the_model_records_it(tmp_path):
@@ -176,10 +177,20 @@ def test_dataset_resamples_to_the_training_diameter_and_the_model_records_it(tmp
     from vista2d_core.recipe import recipe_from_dict
 
     split = read_datalist(Datalist(_write(tmp_path, n_train=2, size=(40, 50))), fold=9)  # 10x10 squares
-    dataset = TrainDataset(split.train, Data(), roi=(32, 32), cache=True, diameter=22.57)  # 11.28 px: x2
-    dataset[(0, 1)]
-    image, labels = dataset.cache[0]
-    assert labels.shape == (80, 100) and image.shape == (3, 80, 100) and labels.sum() == 400
+    dataset = TrainDataset(split.train, Data(), roi=(64, 64), cache=True, diameter=22.57)  # 11.28 px: x2
+    whole = []
+    for seed in range(60):
+        sample = dataset[(0, seed)]
+        image, labels = sample["image"].numpy(), sample["label"].numpy()
+        assert labels.shape == (64, 64) and image.shape == (3, 64, 64)  # a 32 px window, resampled
+        ys, xs = np.nonzero(labels)
+        if len(ys) and min(ys) > 0 and min(xs) > 0 and max(ys) < 63 and max(xs) < 63:  # the square whole
+            whole.append(len(ys))
+            assert (max(ys) - min(ys) + 1, max(xs) - min(xs) + 1) == (20, 20)
+            assert image[0][labels > 0].min() > image[0][labels == 0].max()  # image and labels aligned
+    assert len(whole) > 3 and set(whole) == {400}
+    assert dataset.factors[0] == pytest.approx(2.0, abs=0.01)
+    assert dataset.cache[0][1].shape == (40, 50)  # kept at its own size: memory bounded by the image
 
     data = tiny_recipe_data(tmp_path / "run", tmp_path / "syn")
     assert start_run(recipe_from_dict(data)).recipe.model.diameter != 22.0  # measured on the labels

@@ -219,8 +219,9 @@ class TrainDataset(Dataset):
 
     ``dataset[(index, seed)]`` -> ``{"image": float32 (3, *roi), "label": int32 (*roi), "index": int}``;
     the crop is drawn from ``seed`` (see :class:`TrainSampler`). ``cache`` keeps normalised images in memory.
-    ``diameter`` > 0: each image resampled first so that its objects' median diameter is this (see
-    :func:`to_diameter`).
+    ``diameter`` > 0: each sample brought to objects of that median diameter (:func:`diameter_factor`, measured
+    once per item): a window of ``roi / factor`` is cut from the image at its own size and resampled to the ROI
+    (as cellpose's ``random_rotate_and_resize``), so the work and memory per sample are bounded by the ROI.
     """
 
     def __init__(
@@ -228,12 +229,13 @@ class TrainDataset(Dataset):
     ) -> None:
         self.items, self.data, self.roi, self.diameter = list(items), data, tuple(roi), diameter
         self.cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
+        self.factors: dict[int, float] = {}
 
     def __len__(self) -> int:
         return len(self.items)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Normalised float32 (3, H, W) image and int32 (H, W) labels of item ``index``."""
+        """Normalised float32 (3, H, W) image and int32 (H, W) labels of item ``index``, at their own size."""
         if self.cache is not None and index in self.cache:
             return self.cache[index]
         item = self.items[index]
@@ -243,31 +245,41 @@ class TrainDataset(Dataset):
         if labels.shape != image.shape[1:]:
             raise UserError(f"{item.label}: labels of shape {labels.shape} do not fit image {item.image} "
                             f"of shape {image.shape[1:]}")
-        if self.diameter:
-            image, labels = to_diameter(image, labels, self.diameter)
+        if self.diameter and index not in self.factors:
+            self.factors[index] = diameter_factor(labels, self.diameter)
         if self.cache is not None:
             self.cache[index] = (image, labels)
         return image, labels
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         index, seed = key
-        image, labels = pad_crop(*self.load(index), self.roi, np.random.default_rng(seed))
+        image, labels = self.load(index)
+        factor = self.factors.get(index, 1.0)
+        rng = np.random.default_rng(seed)
+        if factor == 1.0:
+            image, labels = pad_crop(image, labels, self.roi, rng)
+        else:
+            window = tuple(max(round(r / factor), 1) for r in self.roi)
+            image, labels = resample(*pad_crop(image, labels, window, rng), self.roi)
         return {"image": torch.from_numpy(np.ascontiguousarray(image)),
                 "label": torch.from_numpy(np.ascontiguousarray(labels)), "index": index}
 
 
-def to_diameter(image: np.ndarray, labels: np.ndarray, diameter: float) -> tuple[np.ndarray, np.ndarray]:
-    """(C, H, W) image and (H, W) labels resampled by ``diameter / their objects' median diameter`` (cellpose's
-    ``diameters``; factor kept within 1/4 to 4, as inference resamples: bilinear, antialiased when shrinking;
-    labels nearest). No objects, or a factor within 2 % of 1: both returned as they are."""
+def diameter_factor(labels: np.ndarray, diameter: float) -> float:
+    """The factor that brings ``labels``' objects to a median diameter of ``diameter`` px (cellpose's
+    ``diameters``), kept within 1/4 to 4 as inference resamples; 1.0 without objects or within 2 % of 1."""
     from cellpose.utils import diameters
 
     if not labels.any():
-        return image, labels
+        return 1.0
     factor = min(max(diameter / float(diameters(labels)[0]), 0.25), 4.0)
-    if abs(factor - 1.0) < 0.02:
-        return image, labels
-    size = tuple(max(round(s * factor), 1) for s in labels.shape)
-    pixels = F.interpolate(torch.from_numpy(image)[None], size=size, mode="bilinear", antialias=factor < 1)
+    return 1.0 if abs(factor - 1.0) < 0.02 else factor
+
+
+def resample(image: np.ndarray, labels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(C, H, W) image and (H, W) labels resampled to ``size``: bilinear (antialiased when shrinking) and
+    nearest."""
+    shrink = size[0] < labels.shape[0] or size[1] < labels.shape[1]
+    pixels = F.interpolate(torch.from_numpy(image)[None], size=size, mode="bilinear", antialias=shrink)
     ids = F.interpolate(torch.from_numpy(labels.astype(np.float64))[None, None], size=size, mode="nearest-exact")
     return pixels[0].numpy(), ids[0, 0].numpy().astype(labels.dtype)

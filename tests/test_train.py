@@ -24,6 +24,7 @@ def test_validation_schedule_is_the_references():
     assert gaps == sorted(gaps, reverse=True) and gaps[0] > gaps[-1]  # denser towards the end
     assert validation_epochs(15) == [3, 5, 7, 9, 11, 13, 14, 15]
     assert validation_epochs(10, every=4) == [4, 8, 10] and validation_epochs(3, every=5) == [3]
+    assert validation_epochs(10, every=0) == []
 
 
 def test_lr_schedule_matches_monai_warmup_cosine():
@@ -173,3 +174,17 @@ def test_validation_resamples_each_image_when_training_does(tmp_path, monkeypatc
     trainer._score(trainer.split.val, "validating")
     trainer._score(trainer.split.val, "testing", auto=True)
     assert seen == [bool(diameter), True]
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)`")
+def test_validate_every_0_never_validates_and_keeps_the_last_weights(tmp_path, monkeypatch):
+    scored: list[str] = []
+    monkeypatch.setattr(Trainer, "_train_epoch", lambda self, epoch, loader: 1.0 + epoch)
+    monkeypatch.setattr(Trainer, "_score", lambda self, items, description, tta=False: scored.append(description) or 0.5)
+    data = tiny_recipe_data(tmp_path / "run", tmp_path / "data", epochs=3, test=False, validate_every=0)
+    best = train(recipe_from_dict(data))
+    assert scored == [] and best.is_file()
+    model, last = torch.load(best, weights_only=False), torch.load(tmp_path / "run" / "model_final.pt", weights_only=False)
+    assert model["epoch"] == last["epoch"] == 2  # model.pt: the last epoch's
+    with pytest.raises(Exception, match="validate_every"):
+        recipe_from_dict({**data, "train": {**data["train"], "validate_every": -1}})

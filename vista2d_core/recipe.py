@@ -154,7 +154,8 @@ class Train:
     epoch. ``batch_size`` is per process; ``samples_per_epoch``: default the number of training items.
     Validation (AP@0.5 of the validation items) after the epochs of the reference's schedule, denser towards
     the end (``validation_fraction`` x epochs validations, at least 10), or every ``validate_every`` epochs and after
-    the last.
+    the last; ``validate_every = 0``: never (``model.pt`` is then the last epoch's weights, as without
+    validation items).
     ``stop_below_ap``: stop (as diverged) when validation AP is below it after epoch max(20, epochs / 4);
     0 disables. ``resume``: continue from ``output_dir/model_final.pt`` (epoch, optimizer, scheduler, scaler,
     best metric, RNG states, hooks). ``test``: after training, score the best model on the labelled testing items.
@@ -173,7 +174,7 @@ class Train:
     grad_accumulation: int = attrs.field(default=1, validator=_positive)
     samples_per_epoch: int | None = attrs.field(default=None, validator=v.optional(_positive))
     channels_last: bool = True
-    validate_every: int | None = attrs.field(default=None, validator=v.optional(_positive))
+    validate_every: int | None = attrs.field(default=None, validator=v.optional(v.ge(0)))
     validation_fraction: float = attrs.field(default=0.16, validator=_probability)
     stop_below_ap: float = attrs.field(default=0.01, validator=_probability)
     test: bool = True

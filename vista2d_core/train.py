@@ -53,7 +53,10 @@ HISTORY_FIELDS = ("epoch", "lr", "train_loss", "val_ap", "train_seconds", "val_s
 
 def validation_epochs(epochs: int, every: int | None = None, fraction: float = 0.16) -> list[int]:
     """Epoch counts (1-based) after which to validate: the reference's ``schedule_validation_epochs``
-    (sine-spaced, denser towards the end) or every ``every`` epochs; always after the last epoch."""
+    (sine-spaced, denser towards the end) or every ``every`` epochs and after the last; none when ``every``
+    is 0."""
+    if every == 0:
+        return []
     if every is not None:
         return sorted({*range(every, epochs + 1, every), epochs})
     x = (np.sin(np.linspace(0, np.pi / 2, max(10, int(fraction * epochs)))) * epochs).astype(int)
@@ -259,7 +262,7 @@ class Trainer:
         self._call_hooks("after_epoch", {**row, "best_ap": self.best_metric if self.best_epoch >= 0 else None})
         rng = distributed.gather(_rng_state())  # every rank's, for resuming (a collective: all ranks take part)
         if self.main:
-            self._save(epoch, improved or not self.split.val, ap, rng)
+            self._save(epoch, improved or not (self.split.val and self.cfg.validate_every != 0), ap, rng)
         shown = f"val AP@0.5 {ap:.4f} (best {self.best_metric:.4f} at epoch {self.best_epoch + 1})" if ap is not None else ""
         self._info("epoch %d/%d loss %.4f lr %.2e %.1fs %s", epoch + 1, self.cfg.epochs, loss, lr,
                  row["epoch_seconds"], shown)

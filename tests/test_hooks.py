@@ -54,6 +54,15 @@ def test_early_stopping_counts_only_validations_without_improvement(tmp_path: Pa
     assert _epochs(tmp_path / "run") == [0, 1, 2, 3, 4, 5]
 
 
+def test_early_stopping_warns_when_training_never_validates(tmp_path: Path, stand_ins: list[float], caplog) -> None:
+    hooks = [{"name": "early_stopping", "patience": 1}]
+    recipe = recipe_from_dict(tiny_recipe_data(tmp_path / "run", tmp_path / "data", test=False, epochs=2,
+                                               validate_every=0, hooks=hooks))
+    Trainer(recipe).fit()
+    assert _epochs(tmp_path / "run") == [0, 1]
+    assert "early_stopping: this training never validates (train.validate_every = 0)" in caplog.text
+
+
 def test_hooks_run_in_the_recipes_order(tmp_path: Path, stand_ins: list[float], monkeypatch) -> None:
     """Two early_stopping hooks: the first to call stop names the reason; both see every epoch."""
     stand_ins += [0.5, 0.5, 0.5]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import attrs
@@ -32,6 +33,10 @@ class EarlyStopping(Hook):
     def before_train(self, run: Any) -> None:
         if self.bad >= self.options.patience:  # resumed after it stopped: train no further
             run.stop(self._reason())
+        elif run.main and (not run.split.val or run.recipe.train.validate_every == 0):
+            logging.getLogger("vista2d").warning(
+                "early_stopping: this training never validates (%s), so it never stops early",
+                "train.validate_every = 0" if run.split.val else "no validation items")
 
     def after_epoch(self, run: Any, metrics: dict[str, Any]) -> None:
         ap = metrics["val_ap"]

@@ -142,8 +142,9 @@ class Augment:
     diameter: float = attrs.field(default=0.0, validator=v.ge(0.0))
     """Not in the reference (cellpose's ``diam_mean``): when > 0, each training sample is resampled so that
     its image's objects' median diameter is this many px (a window of ``roi_size / factor`` cut and resampled;
-    the factor kept within 1/4 to 4; images without objects stay as they are), and ``model.diameter`` is this (whatever it was): the model learns one
-    object size and ``infer.auto_diameter`` brings every image to it. 0: images at their own size."""
+    the factor kept within 1/4 to 4; images without objects stay as they are), and ``model.diameter`` is
+    this (whatever it was): the model learns one object size and ``infer.auto_diameter`` brings every image
+    to it. 0: images at their own size."""
 
 
 @attrs.define

@@ -123,9 +123,7 @@ def evaluate(recipe: Recipe, context: RunContext | None = None) -> dict[str, Any
         context = start_run(attrs.evolve(recipe, mode=["eval"]))
     scorer = Scorer(recipe, context)
     segmenter = Segmenter(recipe, device=context.device)
-    with progress_bar() as bar:
-        for item in bar.track(distributed.shard(context.split.test), description="evaluating"):
-            scorer(item.image, segmenter.predict(read_image(item.image)).labels)
+    scorer.scores = score_items(segmenter, distributed.shard(context.split.test), recipe.eval.iou_thresholds, "evaluating")
     return scorer.finish()
 
 

@@ -206,7 +206,9 @@ class Trainer:
         try:
             self._build()
             loader = self._loader()
-            schedule = set(validation_epochs(self.cfg.epochs, self.cfg.validate_every, self.cfg.validation_fraction))
+            # validation epochs (1-based); none without validation items or with validate_every = 0
+            self.validations = set(validation_epochs(self.cfg.epochs, self.cfg.validate_every, self.cfg.validation_fraction)
+                                if self.split.val else [])
             self._log_start(len(loader))
             self.epoch = self.start_epoch
             try:
@@ -215,7 +217,7 @@ class Trainer:
                     if self._stopping(epoch):
                         break
                     self.epoch = epoch
-                    self._epoch(epoch, loader, epoch + 1 in schedule)
+                    self._epoch(epoch, loader)
                 best = self.output_dir / "model.pt"
                 if self.cfg.test and any(item.label for item in self.split.test):
                     self._final_test(best)
@@ -243,13 +245,13 @@ class Trainer:
             self._info("stopping before epoch %d of %d: %s", epoch + 1, self.cfg.epochs, reasons[0])
         return bool(reasons)
 
-    def _epoch(self, epoch: int, loader: DataLoader, validate: bool) -> None:
+    def _epoch(self, epoch: int, loader: DataLoader) -> None:
         start = time.perf_counter()
         lr = self.optimizer.param_groups[0]["lr"]
         loss = self._train_epoch(epoch, loader)
         train_seconds = time.perf_counter() - start
         ap, val_seconds = None, 0.0
-        if validate and self.split.val:
+        if epoch + 1 in self.validations:
             ap = self._score(self.split.val, "validating")
             val_seconds = time.perf_counter() - start - train_seconds
         self.scheduler.step()
@@ -262,7 +264,7 @@ class Trainer:
         self._call_hooks("after_epoch", {**row, "best_ap": self.best_metric if self.best_epoch >= 0 else None})
         rng = distributed.gather(_rng_state())  # every rank's, for resuming (a collective: all ranks take part)
         if self.main:
-            self._save(epoch, improved or not (self.split.val and self.cfg.validate_every != 0), ap, rng)
+            self._save(epoch, improved or not self.validations, ap, rng)  # never validated: the last is the best
         shown = f"val AP@0.5 {ap:.4f} (best {self.best_metric:.4f} at epoch {self.best_epoch + 1})" if ap is not None else ""
         self._info("epoch %d/%d loss %.4f lr %.2e %.1fs %s", epoch + 1, self.cfg.epochs, loss, lr,
                  row["epoch_seconds"], shown)

@@ -34,9 +34,11 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 @pytest.fixture
 def quickstart_like(tmp_path: Path) -> Path:
-    """A checkpoint shaped like the quickstart's: conv stem at native resolution, its own window, TTA on."""
+    """A checkpoint shaped like the quickstart's: conv stem at native resolution, narrow MLPs and neck, its own
+    window, TTA on."""
+    backbone = {"resize_to": 0, "stem": "conv", "mlp_ratio": 2.0, "neck_channels": 128}
     recipe = recipe_from_dict({
-        "mode": "infer", "device": "cpu", "model": {**tiny_model_table(resize_to=0, stem="conv"), "diameter": 20.0},
+        "mode": "infer", "device": "cpu", "model": {**tiny_model_table(**backbone), "diameter": 20.0},
         "data": {"percentiles": [2.0, 98.0]},
         "infer": {"roi_size": [64, 64], "tta": True, "postprocessor": UNTRAINED_POSTPROCESSOR},
     })
@@ -67,6 +69,7 @@ def test_segment_cpu_recipe_fits_the_quickstart_model(quickstart_like, tmp_path,
 def test_segmenter_from_checkpoint_takes_its_settings(quickstart_like):
     seg = Segmenter.from_checkpoint(quickstart_like, ['device="cpu"'])
     assert seg.recipe.model.backbone.options.stem == "conv" and seg.recipe.infer.roi_size == (64, 64)
+    assert seg.model.model.image_encoder.out_channels == 128  # the narrow network, rebuilt from the checkpoint
     assert seg.recipe.infer.tta is True and seg.recipe.data.percentiles == (2.0, 98.0)
     assert seg(_image()).max() > 0
     plain = Segmenter.from_checkpoint(quickstart_like, ['device="cpu"', "infer.tta=false"])

@@ -118,6 +118,26 @@ def test_conv_stem_replaces_the_patch_embedding(tmp_path):
         tiny_net(stem="conv", patch_size=6)
 
 
+def test_mlp_ratio_and_neck_channels_shape_the_encoder_and_the_head(tmp_path):
+    net = tiny_net(resize_to=0, stem="conv", mlp_ratio=2.0, neck_channels=128).eval()
+    encoder, head = net.model.image_encoder, net.model.mask_decoder
+    assert encoder.blocks[0].mlp.lin1.out_features == 2 * encoder.blocks[0].mlp.lin1.in_features
+    assert encoder.out_channels == 128 and encoder.neck[-2].out_channels == 128 and head[0].num_features == 128
+    with torch.no_grad():
+        assert net(torch.rand(1, 3, 64, 96)).shape == (1, 3, 64, 96)
+    # a checkpoint carries the options: a Segmenter rebuilds the same network from it alone
+    from vista2d_core.recipe import inference_settings, recipe_to_dict
+    from vista2d_core.segmenter import Segmenter
+
+    table = tiny_model_table(resize_to=0, stem="conv", mlp_ratio=2.0, neck_channels=128)
+    config = recipe_to_dict(recipe_from_dict({"mode": "infer", "model": table}))
+    path = save_checkpoint(net, tmp_path / "model.pt", config=config, inference=inference_settings(config))
+    options = Segmenter.from_checkpoint(path, device="cpu").recipe.model.backbone.options
+    assert (options.mlp_ratio, options.neck_channels) == (2.0, 128)
+    with pytest.raises(UserError, match="mlp_ratio"):
+        tiny_net(mlp_ratio=0)
+
+
 def test_inference_settings_are_the_marked_fields_and_a_checkpoints_section_is_what_is_read(tmp_path):
     from vista2d_core.recipe import inference_settings, recipe_to_dict, settings_from_checkpoint
 

@@ -52,6 +52,8 @@ class SamOptions:
     resize_to: int | None = attrs.field(default=None, validator=v.optional(v.ge(0)))
     patch_size: int | None = attrs.field(default=None, validator=v.optional(v.ge(1)))
     stem: Literal["patch", "conv"] = "patch"
+    mlp_ratio: float = attrs.field(default=4.0, validator=v.gt(0))
+    neck_channels: int = attrs.field(default=256, validator=v.ge(1))
     freeze: bool = False
 
 
@@ -63,6 +65,8 @@ class SamBackbone(ImageEncoderViT):
     are interpolated to the input's grid instead). ``weights``: an original SAM ``.pth`` (or a bare
     encoder state dict), or a model name: ``"sam_vit_b"``, ``"sam_vit_l"``, ``"sam_vit_h"``. ``stem``: ``"patch"`` (SAM's patch embedding) or ``"conv"`` (a small convolutional
     stem, :class:`ConvStem`: trains faster from scratch, but SAM weights do not exist for it).
+    ``mlp_ratio`` (SAM: 4) and ``neck_channels`` (SAM: 256, the head's input width, ``out_channels``):
+    narrower for a cheaper network trained from scratch.
     ``freeze``: no gradients for the encoder.
     """
 
@@ -78,14 +82,15 @@ class SamBackbone(ImageEncoderViT):
             embed_dim=spec.embed_dim,
             depth=spec.depth,
             num_heads=spec.num_heads,
-            mlp_ratio=4,
+            mlp_ratio=options.mlp_ratio,
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
             qkv_bias=True,
             use_rel_pos=True,
             global_attn_indexes=spec.global_attn_indexes,
             window_size=spec.window_size,
-            out_chans=self.out_channels,
+            out_chans=options.neck_channels,
         )
+        self.out_channels = options.neck_channels
         if options.stem == "conv":
             if options.weights is not None:
                 raise UserError("backbone.stem = 'conv' has no SAM weights: drop backbone.weights or use stem = 'patch'")

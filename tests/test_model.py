@@ -160,3 +160,25 @@ def test_inference_settings_are_the_marked_fields_and_a_checkpoints_section_is_w
     path = save_checkpoint(net, tmp_path / "new.pt", config=config, inference=section)
     assert settings_from_checkpoint(path)["infer"]["roi_size"] == [32, 32]
     assert settings_from_checkpoint(save_checkpoint(net, tmp_path / "official.pt")) == {}
+
+
+def test_the_step_time_benchmark_times_each_variant(tmp_path, capsys):
+    """benchmarks/step_time.py (the step table of docs/training.md) on tiny batches."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "step_time.py"
+    spec = importlib.util.spec_from_file_location("step_time_benchmark", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tiny = ["--set", "train.batch_size=1", "--set", "train.augment.roi_size=[32,32]", "--steps", "1", "--threads", "1"]
+    assert module.main([*tiny, "--json", str(tmp_path / "r.json")]) == 0
+    rows = {r["variant"]: r for r in json.loads((tmp_path / "r.json").read_text())["rows"]}
+    parameters = [rows[name]["parameters"] for name in
+                  ("vit_t (MLP 4x, neck 256)", "MLP 4x, neck 128", "MLP 2x, neck 256", "as the recipe")]
+    assert parameters[0] > max(parameters[1:3]) and min(parameters[1:3]) > parameters[3]  # narrower: fewer
+    assert 3.8e6 < parameters[0] < 4.0e6 and 2.3e6 < parameters[3] < 2.5e6  # 3.9 M and 2.4 M, as the docs say
+    assert all(r["step_s"] > 0 for r in rows.values())
+    assert module.parse_variant("a: x=1; y=[2,3]") == ("a", ["x=1", "y=[2,3]"])
+    assert "per step" in capsys.readouterr().out

@@ -160,7 +160,7 @@ def load_sam_weights(encoder: torch.nn.Module, path: Path) -> None:
     if missing or unexpected or wrong:
         raise UserError(
             f"{path}: SAM weights do not fit this encoder: missing {_few(missing)}; unexpected {_few(unexpected)}; "
-            f"wrong shape {_few(wrong)} (is backbone.variant right?)"
+            f"wrong shape {_few(wrong)} (are backbone.variant, mlp_ratio and neck_channels right? SAM: 4 and 256)"
         )
     encoder.load_state_dict(state)
 

@@ -2,7 +2,7 @@
 AdamW step (fused, as the trainer's) on a random batch of the recipe's ``train.batch_size`` crops of
 ``train.augment.roi_size``, each variant the recipe's model with ``--set``-style overrides, timed back to back.
 
-    python benchmarks/step_time.py [--recipe recipes/quickstart.toml] [--threads 2] [--steps 12]
+    python benchmarks/step_time.py [--recipe recipes/quickstart.toml] [--threads 2] [--steps 10]
         [--variant "vit_t: model.backbone.mlp_ratio=4.0; model.backbone.neck_channels=256" ...]
 
 Without ``--variant``: the quickstart's network against vit_t's MLP and neck widths, one at a time and both.

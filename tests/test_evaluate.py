@@ -11,7 +11,7 @@ import tifffile
 from conftest import UNTRAINED_POSTPROCESSOR, disk_labels, write_recipe
 
 from vista2d_core.cli import main
-from vista2d_core.evaluate import average_precision
+from vista2d_core.evaluate import average_precision, matched_sizes
 from vista2d_core.imageio import read_image
 from vista2d_core.interfaces import Image, Prediction
 
@@ -24,6 +24,21 @@ def test_average_precision_definition():
     pred[80:90, 5:15] = 9  # one false object (non-consecutive id): FP 1
     assert average_precision(true, pred, [0.5]) == [pytest.approx(2 / 4)]
     assert average_precision(np.zeros((8, 8), int), np.zeros((8, 8), int), [0.5]) == [1.0]
+
+
+def test_matched_sizes_counts_matches_and_their_size_bias():
+    true = disk_labels(96, ((30, 30), (60, 64), (30, 75)), radius=8)
+    grown = disk_labels(96, ((30, 30), (60, 64)), radius=10)  # two found 100/64 the size, one missed
+    grown[80:90, 5:15] = 7  # and a false object
+    matched, ratio = matched_sizes(true, grown)
+    assert matched == 2 and ratio == pytest.approx(np.sum(grown == 1) / np.sum(true == 1), rel=0.05)
+    assert ratio > 1.4
+    shrunk = disk_labels(96, ((30, 30), (60, 64), (30, 75)), radius=7)
+    assert matched_sizes(true, shrunk)[0] == 3 and matched_sizes(true, shrunk)[1] < 0.8
+    far = np.roll(true, 40, axis=1)  # nothing overlaps enough
+    assert matched_sizes(true, far) == (0, None)
+    assert matched_sizes(true, np.zeros_like(true)) == (0, None)
+    assert matched_sizes(np.zeros_like(true), true) == (0, None)
 
 
 def make_datalist(folder, name, count, rng):
@@ -55,7 +70,8 @@ def test_eval_mode_writes_table_json_and_csv(tmp_path, rng, capsys):
     means = np.mean([r["ap"] for r in results["datalists"]], axis=0)
     assert np.allclose(results["overall"], means)
     rows = list(csv.reader((tmp_path / "out" / "eval.csv").open()))
-    assert rows[0] == ["scope", "name", "images", "ap@0.5", "ap@0.75", "ap@0.9"]
+    assert rows[0] == ["scope", "name", "images", "ap@0.5", "ap@0.75", "ap@0.9",
+                       "true_objects", "predicted_objects", "matched@0.5", "size_ratio"]
     assert [r[0] for r in rows[1:]] == ["image"] * 3 + ["datalist"] * 2 + ["overall"]
 
 
@@ -106,8 +122,12 @@ def test_eval_gives_the_known_ap_end_to_end(tmp_path, rng, monkeypatch):
     assert results["overall"] == pytest.approx([1.0, 1.0, 2 / 3])
     rows = {(r[0], r[1]): [float(v) for v in r[3:]] for r in csv.reader((tmp_path / "out" / "eval.csv").open())
             if r[0] != "scope"}
-    assert rows[("image", str(tmp_path / "b" / "img0.tif"))] == pytest.approx([1.0, 1.0, 1 / 3])
-    assert rows[("overall", "")] == pytest.approx([1.0, 1.0, 2 / 3])
+    shrunk = np.sum(disk_labels(96, ((60, 64),), radius=9) > 0) / np.sum(disk_labels(96, ((60, 64),)) > 0)
+    # AP at 0.5, 0.75, 0.9; objects annotated, predicted, matched at 0.5; median size of the matched (1 and 0.81)
+    assert rows[("image", str(tmp_path / "b" / "img0.tif"))] == pytest.approx([1.0, 1.0, 1 / 3, 2, 2, 2, (1 + shrunk) / 2])
+    assert rows[("datalist", str(b))][3:6] == [2, 2, 2]
+    assert rows[("overall", "")] == pytest.approx([1.0, 1.0, 2 / 3, 6, 6, 6, 1.0])
+    assert results["totals"] == {"true_objects": 6, "predicted_objects": 6, "matched": 6, "size_ratio": 1.0}
 
 
 def test_eval_reports_missing_label_files(tmp_path, rng, capsys):

@@ -226,8 +226,9 @@ def test_eval_table_keeps_long_datalist_names_whole(capsys, monkeypatch):
 
     name = "/data/a_very_long_folder_name_for_a_datalist/with/more/levels/datalist_of_many_images.json"
     monkeypatch.setattr(evaluate, "console", Console(width=60))
-    evaluate.print_table({"thresholds": [0.5], "datalists": [{"datalist": name, "images": 1, "ap": [0.5]}],
-                          "overall": [0.5], "images": [{}]})
+    counts = {"true_objects": 3, "predicted_objects": 2, "matched": 2, "size_ratio": 1.25}
+    evaluate.print_table({"thresholds": [0.5], "datalists": [{"datalist": name, "images": 1, "ap": [0.5], **counts}],
+                          "overall": [0.5], "totals": counts, "images": [{}]})
     first_column = [line.split("│")[1].strip() for line in capsys.readouterr().out.splitlines() if "│" in line]
     assert name in "".join(first_column)  # folded over several lines, never cut
 

@@ -48,11 +48,9 @@ class ImageScore:
 
 def average_precision(true: np.ndarray, pred: np.ndarray, thresholds: Sequence[float]) -> list[float]:
     """Cellpose's AP = TP / (TP + FP + FN) at each IoU threshold; 1.0 when both images are empty."""
-    import fastremap
     from cellpose.metrics import average_precision as cellpose_ap
 
-    true = fastremap.renumber(np.ascontiguousarray(true), in_place=False)[0]  # cellpose counts by max label
-    pred = fastremap.renumber(np.ascontiguousarray(pred), in_place=False)[0]
+    true, pred = _consecutive(true), _consecutive(pred)
     if true.max() == 0 and pred.max() == 0:
         return [1.0] * len(thresholds)
     ap = cellpose_ap([true], [pred], threshold=list(thresholds))[0][0]
@@ -62,11 +60,9 @@ def average_precision(true: np.ndarray, pred: np.ndarray, thresholds: Sequence[f
 def matched_sizes(true: np.ndarray, pred: np.ndarray) -> tuple[int, float | None]:
     """Objects matched one to one at IoU 0.5 (cellpose's Hungarian matching, the true positives of AP@0.5)
     and the median of their predicted / annotated areas (None without matches)."""
-    import fastremap
     from cellpose.metrics import mask_ious
 
-    true = fastremap.renumber(np.ascontiguousarray(true), in_place=False)[0]
-    pred = fastremap.renumber(np.ascontiguousarray(pred), in_place=False)[0]
+    true, pred = _consecutive(true), _consecutive(pred)
     if true.max() == 0 or pred.max() == 0:
         return 0, None
     iou, partner = mask_ious(true, pred)
@@ -76,6 +72,13 @@ def matched_sizes(true: np.ndarray, pred: np.ndarray) -> tuple[int, float | None
     true_area = np.bincount(true.ravel())[1:]
     pred_area = np.bincount(pred.ravel())
     return int(hit.sum()), float(np.median(pred_area[partner[hit]] / true_area[hit]))
+
+
+def _consecutive(labels: np.ndarray) -> np.ndarray:
+    """Labels renumbered 1..N in order (cellpose's metrics count objects by the largest label)."""
+    import fastremap
+
+    return fastremap.renumber(np.ascontiguousarray(labels), in_place=False)[0]
 
 
 def score_labels(item: Item, pred: np.ndarray, thresholds: Sequence[float]) -> ImageScore:

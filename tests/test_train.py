@@ -188,3 +188,29 @@ def test_validate_every_0_never_validates_and_keeps_the_last_weights(tmp_path, m
     assert model["epoch"] == last["epoch"] == 2  # model.pt: the last epoch's
     with pytest.raises(Exception, match="validate_every"):
         recipe_from_dict({**data, "train": {**data["train"], "validate_every": -1}})
+
+
+def _step_size(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, **train: Any) -> float:
+    """The L2 norm of what one plain SGD step (lr 0.01, no momentum or decay) changes in the parameters."""
+    data = tiny_recipe_data(tmp_path / "run", tmp_path / "data", epochs=1, samples_per_epoch=2, optimizer="sgd",
+                            learning_rate=0.01, momentum=0.0, weight_decay=0.0, warmup_epochs=0,
+                            validate_every=0, test=False, **train)
+    build = Trainer._build
+    before: list[torch.Tensor] = []
+
+    def build_and_keep(self: Trainer) -> None:
+        build(self)
+        before.extend(p.detach().clone() for p in self.net.parameters())
+
+    monkeypatch.setattr(Trainer, "_build", build_and_keep)
+    trainer = Trainer(recipe_from_dict(data))
+    trainer.fit()
+    assert trainer.optimizer.state_dict()["state"] == {} and len(trainer.seen) == 2  # one step of plain SGD
+    return math.sqrt(sum(float(((p.detach() - b) ** 2).sum()) for p, b in zip(trainer.net.parameters(), before)))
+
+
+def test_clip_grad_norm_bounds_the_step(tmp_path, monkeypatch):
+    clipped = _step_size(tmp_path / "clipped", monkeypatch, clip_grad_norm=0.05)
+    assert clipped == pytest.approx(0.01 * 0.05, rel=1e-3)  # the gradient came out at norm 0.05 exactly
+    plain = _step_size(tmp_path / "plain", monkeypatch)
+    assert plain > 10 * clipped, plain  # without clipping its norm is far larger

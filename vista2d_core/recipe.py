@@ -153,6 +153,8 @@ class Train:
 
     Learning rate: ``warmup_epochs`` linear warm-up from ``warmup_multiplier`` x, then cosine to 0, stepped per
     epoch. ``batch_size`` is per process; ``samples_per_epoch``: default the number of training items.
+    ``clip_grad_norm``: before each optimizer step, gradients scaled down to at most this global L2 norm
+    (``torch.nn.utils.clip_grad_norm_``; 0: off, the reference).
     Validation (AP@0.5 of the validation items) after the epochs of the reference's schedule, denser towards
     the end (``validation_fraction`` x epochs validations, at least 10), or every ``validate_every`` epochs and after
     the last; ``validate_every = 0``: never (``model.pt`` is then the last epoch's weights, as without
@@ -173,6 +175,7 @@ class Train:
     warmup_epochs: int = attrs.field(default=3, validator=v.ge(0))
     warmup_multiplier: float = attrs.field(default=0.1, validator=_probability)
     grad_accumulation: int = attrs.field(default=1, validator=_positive)
+    clip_grad_norm: float = attrs.field(default=0.0, validator=v.ge(0))
     samples_per_epoch: int | None = attrs.field(default=None, validator=v.optional(_positive))
     channels_last: bool = True
     validate_every: int | None = attrs.field(default=None, validator=v.optional(v.ge(0)))

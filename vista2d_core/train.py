@@ -301,6 +301,10 @@ class Trainer:
                     scaled = loss / cfg.grad_accumulation
                     (self.scaler.scale(scaled) if self.scaler else scaled).backward()
                 if step:
+                    if cfg.clip_grad_norm:
+                        if self.scaler:
+                            self.scaler.unscale_(self.optimizer)
+                        torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.clip_grad_norm)
                     if self.scaler:
                         self.scaler.step(self.optimizer)
                         self.scaler.update()

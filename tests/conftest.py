@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,13 @@ def write_recipe(path: Path, mode: str, **sections: object) -> Path:
     data = {"mode": mode, "output_dir": "out", "device": "cpu", "model": tiny_model_table(), **sections}
     path.write_text(tomli_w.dumps(data))
     return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listened on a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def disk_labels(size: int = 96, centers=((30, 30), (60, 64), (30, 75)), radius: int = 10) -> np.ndarray:

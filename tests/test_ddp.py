@@ -8,19 +8,13 @@ buffers (BatchNorm running statistics) only if the trainer made them rank 0's on
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import free_port
 from tiny_training import tiny_recipe_data
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, tmp: str) -> None:
@@ -48,7 +42,7 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
 
 @pytest.mark.slow
 def test_two_gloo_ranks_share_the_data_and_agree_on_the_network(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert len(r0["seen"]) == len(r1["seen"]) == 2  # 4 training items: 2 per rank in the last epoch
     assert not set(r0["seen"]) & set(r1["seen"])

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import UNTRAINED_POSTPROCESSOR, tiny_model_table
+from conftest import UNTRAINED_POSTPROCESSOR, free_port, tiny_model_table
 from test_registry import make_distribution, site  # noqa: F401  (the fixture)
 
 from vista2d_core import RecipeError, UserError, describe, load_recipe, recipe_from_dict
@@ -130,10 +130,7 @@ TINY_RECIPE = {"model": tiny_model_table(resize_to=0),
 
 def refused_url() -> str:
     """An http URL on 127.0.0.1 at a port nothing listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/tiny.pt"
+    return f"http://127.0.0.1:{free_port()}/tiny.pt"
 
 
 @pytest.fixture

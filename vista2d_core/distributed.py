@@ -52,6 +52,16 @@ def setup(device_name: str = "auto"):  # -> torch.device
     return device
 
 
+def teardown() -> None:
+    """Leave the process group :func:`setup` joined (a no-op when none was). Called at the end of every run:
+    a gloo group left to the interpreter's exit can abort its rank there (SIGABRT, "terminate called without
+    an active exception") after all the work is done, failing the whole torchrun."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
     import torch.distributed as dist

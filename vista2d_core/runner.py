@@ -11,6 +11,7 @@ import logging
 
 import attrs
 
+from . import distributed
 from .context import start_run
 from .recipe import Recipe, check_stages
 
@@ -18,8 +19,16 @@ log = logging.getLogger("vista2d")
 
 
 def run(recipe: Recipe) -> int:
-    """Run every stage of ``recipe.mode``; return 0, or 1 when some input images failed."""
+    """Run every stage of ``recipe.mode``; return 0, or 1 when some input images failed. Under torchrun the
+    process group is left at the end, whether the stages succeed or raise."""
     check_stages(recipe)
+    try:
+        return _run_stages(recipe)
+    finally:
+        distributed.teardown()
+
+
+def _run_stages(recipe: Recipe) -> int:
     context = start_run(recipe)
     recipe = context.recipe
     status = 0

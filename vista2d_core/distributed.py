@@ -1,4 +1,4 @@
-"""torch.distributed under torchrun: rank, world size, process-group set-up and input sharding.
+"""torch.distributed under torchrun: rank, world size, process-group set-up and teardown, input sharding.
 
 Outside torchrun (no WORLD_SIZE in the environment) everything degrades to a single process.
 """
